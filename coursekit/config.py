@@ -110,20 +110,40 @@ def data_roots() -> list[Path]:
 
 
 def _is_writable(path: Path) -> bool:
+    """Whether ``path`` (or its nearest existing parent) may be written to.
+
+    A folder whose permission bits grant no write access (like the read-only
+    data mirror) counts as read-only even for root, whom ``os.access`` lets
+    write anywhere.
+    """
     probe = path
     while not probe.exists():
         probe = probe.parent
-    return os.access(probe, os.W_OK)
+    return os.access(probe, os.W_OK) and bool(probe.stat().st_mode & 0o222)
+
+
+MIRROR_MANIFEST = "SHA256SUMS"
+
+
+def is_mirror(root: Path) -> bool:
+    """Whether ``root`` is a checksummed mirror (it has a ``SHA256SUMS`` manifest).
+
+    A mirror is only read from: writing into it would break its manifest.
+    """
+    return (Path(root) / MIRROR_MANIFEST).is_file()
 
 
 def writable_root() -> Path:
     """The first data root that can be written to: where downloads go.
 
+    Roots that are read-only for this user, and checksummed mirrors
+    (``is_mirror``), are skipped.
+
     Raises:
         PermissionError: if no root is writable.
     """
     for root in data_roots():
-        if _is_writable(root):
+        if not is_mirror(root) and _is_writable(root):
             return root
     raise PermissionError("No writable data root: add a writable folder to COURSEKIT_DATA "
                           f"(searched {', '.join(map(str, data_roots()))}).")

@@ -253,6 +253,11 @@ def eval_semantic_segmentation(pred_labels: Iterable, gt_labels: Iterable) -> di
     so the matrix grows as the images stream past. Negative ground-truth values
     (chainercv uses -1) are ignored.
 
+    Two deliberate differences from chainercv, both turning silent miscounts into
+    errors: a prediction iterable longer than the ground truth is reported (chainercv's
+    ``zip`` swallows one extra prediction), and a negative prediction at a counted
+    pixel raises a clear ValueError (in chainercv it lands in a wrong cell or fails in bincount).
+
     Args:
         pred_labels: iterable of predicted label maps, each an integer NumPy array
             (or tensor) H×W; H and W may differ from image to image.
@@ -270,7 +275,14 @@ def eval_semantic_segmentation(pred_labels: Iterable, gt_labels: Iterable) -> di
     """
     pred_iter, gt_iter = iter(pred_labels), iter(gt_labels)
     counts = torch.zeros(0, 0, dtype=torch.int64)
-    for pred, gt in zip(pred_iter, gt_iter):
+    end = object()
+    while True:
+        pred, gt = next(pred_iter, end), next(gt_iter, end)
+        if pred is end or gt is end:
+            if pred is not gt:
+                raise ValueError("Length of input iterables need to be same: pass one prediction "
+                                 "per ground-truth label map.")
+            break
         pred, gt = _as_labels(pred, "pred_labels"), _as_labels(gt, "gt_labels")
         if pred.ndim != 2 or gt.ndim != 2:
             raise ValueError("ndim of labels should be two. Pass one H×W label map per image, "
@@ -280,10 +292,7 @@ def eval_semantic_segmentation(pred_labels: Iterable, gt_labels: Iterable) -> di
                              f"Got prediction {tuple(pred.shape)} and ground truth {tuple(gt.shape)}.")
         if pred.numel() == 0:
             continue
-        counts = _grown(counts.to(pred.device), int(max(pred.max(), gt.max())) + 1)
+        counts = _grown(counts.to(pred.device), max(int(pred.max()), int(gt.max())) + 1)
         if counts.shape[0]:
             counts += confusion_matrix(pred, gt, counts.shape[0], ignore_index=None)
-    end = object()
-    if next(pred_iter, end) is not end or next(gt_iter, end) is not end:
-        raise ValueError("Length of input iterables need to be same: pass one prediction per ground truth.")
     return scores(counts)

@@ -16,6 +16,11 @@ from . import config
 # One entry per notebook: {profile: {setting: value}}. Keys are the notebook
 # file names without ".ipynb".
 SETTINGS: dict[str, dict[str, dict]] = {
+    "01_transforms": {  # crop_size: side of the training crops; val batches hold whole images, so size 1
+        "ci": {"crop_size": 96, "batch_size": 4, "val_batch_size": 1, "num_workers": 0},
+        "cpu": {"crop_size": 256, "batch_size": 8, "val_batch_size": 1, "num_workers": 2},
+        "full": {"crop_size": 320, "batch_size": 16, "val_batch_size": 1, "num_workers": 4},
+    },
 }
 
 

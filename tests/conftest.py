@@ -32,3 +32,28 @@ def mirror(monkeypatch):
         pytest.skip("the offline data mirror (../shared/data) is not present")
     monkeypatch.setenv("COURSEKIT_DATA", str(root))
     return root
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty torch hub cache under ``tmp_path`` and a network that always fails.
+
+    ``TORCH_HOME`` points at ``tmp_path/torch``; ``torch.hub.download_url_to_file``
+    raises ``URLError`` and records its calls. Returns
+    ``SimpleNamespace(checkpoints=<cache folder>, calls=[(url, dst, hash_prefix, socket timeout), ...])``.
+    """
+    import socket
+    import urllib.error
+    from types import SimpleNamespace
+
+    import torch.hub
+
+    hub = SimpleNamespace(checkpoints=tmp_path / "torch" / "hub" / "checkpoints", calls=[])
+
+    def refuse(url, dst, hash_prefix=None, progress=True):
+        hub.calls.append((url, dst, hash_prefix, socket.getdefaulttimeout()))
+        raise urllib.error.URLError("no network in tests")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    return hub

@@ -120,3 +120,12 @@ def test_no_writable_root_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(config, "_is_writable", lambda path: False)
     with pytest.raises(PermissionError, match="COURSEKIT_DATA"):
         config.writable_root()
+
+
+def test_checksummed_mirror_is_never_written_to(monkeypatch, tmp_path):
+    mirror, cache = tmp_path / "mirror", tmp_path / "cache"
+    mirror.mkdir()
+    (mirror / "SHA256SUMS").write_text("")
+    monkeypatch.setenv("COURSEKIT_DATA", f"{mirror}{os.pathsep}{cache}")
+    assert config.is_mirror(mirror) and not config.is_mirror(cache)
+    assert config.writable_root() == cache.resolve()

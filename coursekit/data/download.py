@@ -12,9 +12,12 @@ import hashlib
 import os
 import shutil
 import tarfile
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -26,7 +29,9 @@ CHUNK = 1 << 20
 
 
 class DatasetNotFoundError(RuntimeError):
-    """A dataset is neither present under a data root nor downloadable."""
+    """A dataset is neither present under a data root nor downloadable; ``reason`` says why a fetch failed."""
+
+    reason = ""
 
 
 class ChecksumError(RuntimeError):
@@ -123,14 +128,23 @@ def download(resource: Resource, folder: str | os.PathLike, dataset: str, timeou
     raise offline_error(dataset, resource, folder, "; ".join(errors))
 
 
-def offline_error(dataset: str, resource: Resource, folder: Path, reason: str = "") -> DatasetNotFoundError:
-    """The one clear error for a dataset that cannot be fetched."""
+def offline_error(dataset: str, resource: Resource | Sequence[Resource], folder: Path,
+                  reason: str = "") -> DatasetNotFoundError:
+    """The one clear error for a dataset that cannot be fetched.
+
+    Names every file of ``resource`` (one or several) with its URL and the
+    place to put it by hand, and ``COURSEKIT_DATA``. ``reason`` is kept on
+    the error as ``.reason``.
+    """
+    resources = (resource,) if isinstance(resource, Resource) else tuple(resource)
     why = f" ({reason})" if reason else ""
-    return DatasetNotFoundError(
-        f"{dataset} is not present and could not be downloaded{why}.\n"
-        f"  Download {resource.urls[0]}\n"
-        f"  and put it at {Path(folder) / resource.filename},\n"
+    steps = "".join(f"  Download {r.urls[0]}\n  and put it at {Path(folder) / r.filename},\n" for r in resources)
+    error = DatasetNotFoundError(
+        f"{dataset} is not present and could not be downloaded{why}.\n{steps}"
+        f"  (files put there are verified, and unpacked, the next time {dataset} is loaded),\n"
         f"  or point COURSEKIT_DATA (paths separated by '{os.pathsep}') at a folder that already holds {dataset}.")
+    error.reason = reason
+    return error
 
 
 def _check_member_path(name: str, dest: Path) -> Path:
@@ -188,8 +202,11 @@ def _extract_zip(archive: Path, dest: Path) -> None:
 def extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Extract a tar (any compression) or zip archive into ``dest`` safely.
 
-    Every member is checked before anything is written; a truncated or
-    corrupt archive raises ``RuntimeError`` naming the file and what to do.
+    Every member is checked before anything is written, and the archive is
+    unpacked into a hidden staging folder inside ``dest`` that is moved into
+    place only once everything was read, so an interrupted or failed
+    extraction leaves nothing that looks complete. A truncated or corrupt
+    archive raises ``RuntimeError`` naming the file and what to do.
 
     Returns:
         ``dest`` as a resolved ``Path``.
@@ -197,14 +214,29 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     dest = dest.resolve()
+    staging = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", suffix=".partial", dir=dest))
     try:
-        if zipfile.is_zipfile(archive):
-            _extract_zip(archive, dest)
-        else:
-            _extract_tar(archive, dest)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise RuntimeError(f"{archive} is truncated or corrupt ({exc}); delete it and download it again.") from exc
+        try:
+            if zipfile.is_zipfile(archive):
+                _extract_zip(archive, staging)
+            else:
+                _extract_tar(archive, staging)
+        except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise RuntimeError(f"{archive} is truncated or corrupt ({exc}); delete it and download it again.") from None
+        _merge_into(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return dest
+
+
+def _merge_into(src: Path, dst: Path) -> None:
+    """Move the tree ``src`` into ``dst``, merging folders that exist in both."""
+    for child in src.iterdir():
+        target = dst / child.name
+        if child.is_dir() and not child.is_symlink() and target.is_dir():
+            _merge_into(child, target)
+        else:
+            os.replace(child, target)
 
 
 def find_in_roots(folder: str, required: tuple[str, ...]) -> Path | None:

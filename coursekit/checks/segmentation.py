@@ -1,0 +1,290 @@
+"""Checks for notebook 04 (semantic segmentation with FCNs).
+
+One check per exercise:
+
+* ``check_cross_entropy(loss_fn)``   the student's per-pixel cross-entropy
+  against ``nn.CrossEntropyLoss(ignore_index=255)``: value, gradient, void
+  pixels, and large logits (no overflow);
+* ``check_miou(miou_fn)``            the metric call: label maps, void as -1,
+  the caller's tensors left untouched;
+* ``check_output_shape(model, k)``   a segmentation network keeps the input's
+  height and width (odd sizes included) and scores ``k`` classes;
+* ``check_validation(validate_fn)``  the validation loop: batched, in eval
+  mode, without autograd, and the mIoU of the whole set (equal to
+  ``engine.evaluate``'s) rather than a mean of per-batch values.
+
+Inputs are made with local generators and the global random state is
+restored afterwards, so a check never changes the notebook's random stream.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from .. import config, engine
+from ..metrics import ConfusionMatrix, eval_semantic_segmentation
+from .report import CheckFailed, expect, expect_close, fail, passed, run_student
+
+VOID = 255
+# (N, H, W) of the random inputs of check_output_shape: odd sizes, so rounding in
+# the down- and upsampling shows.
+ODD_SIZES = ((2, 37, 53),)
+
+
+def _call(what: str, fn, *args, hint: str):
+    """``fn(*args)``; any error but ``NotImplementedError`` becomes a ``CheckFailed`` with ``hint``."""
+    try:
+        return run_student(what, fn, *args)
+    except CheckFailed:
+        raise
+    except Exception as error:  # the student's code may fail in any way; say what to look at
+        fail(f"{what} raised {type(error).__name__}: {error}", "a result", type(error).__name__, hint)
+
+
+def _keeps_random_state(check):
+    """Run ``check`` inside ``torch.random.fork_rng``: loaders and dropout leave the notebook's stream alone."""
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs):
+        with torch.random.fork_rng():
+            return check(*args, **kwargs)
+    return wrapper
+
+
+def _segmentation_batch(seed: int, n: int, classes: int, height: int, width: int, scale: float = 3.0,
+                        void_fraction: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random logits float32 n×classes×height×width and targets int64 n×height×width (void 255)."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = scale * torch.randn(n, classes, height, width, generator=generator)
+    targets = torch.randint(0, classes, (n, height, width), generator=generator)
+    targets[torch.rand(n, height, width, generator=generator) < void_fraction] = VOID
+    return logits, targets
+
+
+# ---------------------------------------------------------------- cross-entropy
+
+_CE_HINT = ("per pixel the loss is logsumexp(z) - z[y]; leave out pixels whose target is 255 "
+            "(mask them before any indexing or one-hot encoding) and average over the pixels that count.")
+
+
+def _student_loss(loss_fn, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The student's loss on a copy of ``logits`` that requires grad; returns (loss, that copy)."""
+    logits = logits.clone().requires_grad_(True)
+    loss = _call("your cross-entropy", loss_fn, logits, targets.clone(), hint=_CE_HINT)
+    expect(isinstance(loss, torch.Tensor) and loss.numel() == 1, "your cross-entropy must return a scalar tensor",
+           "a 0-d torch tensor", f"{type(loss).__name__} of shape {tuple(getattr(loss, 'shape', ()))}",
+           "return the mean over the counted pixels as a tensor (no .item(), no NumPy), so it can be backpropagated.")
+    expect(loss.requires_grad, "your cross-entropy must stay differentiable", "a loss with requires_grad=True",
+           "a loss cut off from the logits", "compute it with torch operations on the logits; avoid .item(), "
+           ".detach(), .numpy() and torch.no_grad() inside the loss.")
+    return loss, logits
+
+
+@_keeps_random_state
+def check_cross_entropy(loss_fn) -> None:
+    """Compare ``loss_fn(logits, targets)`` with ``nn.CrossEntropyLoss(ignore_index=255)``.
+
+    Args:
+        loss_fn: callable taking logits float32 N×C×H×W and targets int64
+            N×H×W (class ids, 255 = void) and returning the mean loss over
+            non-void pixels as a scalar tensor.
+    """
+    reference = nn.CrossEntropyLoss(ignore_index=VOID)
+    for scale, case in ((3.0, "random logits"), (1000.0, "large logits (|z| up to about 4000)")):
+        logits, targets = _segmentation_batch(seed=4, n=2, classes=5, height=7, width=9, scale=scale)
+        loss, leaf = _student_loss(loss_fn, logits, targets)
+        value = float(loss.detach())
+        expect(math.isfinite(value), f"your cross-entropy on {case} is not finite", "a finite number", value, "exp overflows for large logits: use log-softmax in the stable "
+               "form z - max(z) - log(sum(exp(z - max(z)))), or torch.logsumexp.")
+        expected_logits = logits.clone().requires_grad_(True)
+        expected = reference(expected_logits, targets)
+        counted, total = int((targets != VOID).sum()), targets.numel()
+        if math.isclose(value, float(expected.detach()) * counted / total, rel_tol=1e-5):
+            fail(f"your cross-entropy on {case} averages over every pixel", float(expected.detach()), value,
+                 f"divide by the number of non-void pixels ({counted}), not by all pixels ({total}).")
+        expect_close(f"your cross-entropy on {case}", expected, loss, _CE_HINT, rtol=1e-4, atol=1e-5)
+        loss.backward()
+        expected.backward()
+        expect(leaf.grad is not None, "your cross-entropy gives the logits no gradient", "a gradient", None,
+               _CE_HINT)
+        expect_close(f"the gradient of your cross-entropy on {case}", expected_logits.grad, leaf.grad,
+                     "void pixels must get zero gradient, and the mean must be over the counted pixels.",
+                     rtol=1e-4, atol=1e-6)
+    passed("cross-entropy matches nn.CrossEntropyLoss(ignore_index=255)")
+
+
+# ---------------------------------------------------------------- the metric call
+
+_MIOU_HINT = ("take labels with output.argmax(dim=1), move them and the targets to NumPy "
+              "(.detach().cpu().numpy(), and .copy() the targets before editing), set void pixels (255) "
+              "to -1, then call eval_semantic_segmentation(predictions, targets)['miou'].")
+
+
+@_keeps_random_state
+def check_miou(miou_fn) -> None:
+    """Check ``miou_fn(output, targets)``: the mIoU of a batch via ``eval_semantic_segmentation``.
+
+    Args:
+        miou_fn: callable taking the network's output, logits float32
+            N×C×H×W (on the kit's device, requiring grad), and targets int64
+            N×H×W with 255 = void, and returning the mIoU as a float.
+    """
+    device = config.get_device()
+    logits, targets = _segmentation_batch(seed=5, n=3, classes=6, height=11, width=13)
+    logits = logits.to(device).requires_grad_(True)
+    targets = targets.to(device)
+    kept = targets.clone()
+    got = _call("your mIoU function", miou_fn, logits, targets, hint=_MIOU_HINT)
+    expect(torch.equal(targets, kept), "your mIoU function changed the targets it was given",
+           "the targets unchanged (void still 255)", "void pixels rewritten",
+           ".cpu().numpy() of a CPU tensor shares its memory: take .copy() of the array before setting 255 to -1.")
+    if isinstance(got, torch.Tensor) and got.numel() == 1:
+        got = got.item()
+    expect(isinstance(got, numbers.Real), "your mIoU function must return a number", "a float",
+           type(got).__name__, "return eval_semantic_segmentation(...)['miou'].")
+    matrix = ConfusionMatrix(logits.shape[1], ignore_index=VOID)
+    matrix.update(logits.argmax(dim=1), targets)
+    expected = matrix.compute()["miou"]
+    labels = logits.argmax(dim=1).cpu().numpy()
+    void_as_class = eval_semantic_segmentation(labels, targets.cpu().numpy())["miou"]
+    if math.isclose(float(got), void_as_class, rel_tol=1e-9):
+        fail("your mIoU counts void pixels as a class", expected, float(got),
+             "eval_semantic_segmentation ignores negative labels only: set targets == 255 to -1 first.")
+    expect(math.isclose(float(got), expected, rel_tol=1e-9, abs_tol=1e-12), "your mIoU of the batch",
+           expected, float(got), _MIOU_HINT + " Call it once for the whole batch (not once per image).")
+    passed("mIoU computed with eval_semantic_segmentation")
+
+
+# ---------------------------------------------------------------- output shape
+
+@_keeps_random_state
+def check_output_shape(model: nn.Module, num_classes: int, sizes=ODD_SIZES) -> None:
+    """Check that ``model`` maps images N×3×H×W to logits N×num_classes×H×W.
+
+    The model runs once per size in ``sizes`` (``(N, H, W)`` triples; odd by
+    default) in eval mode without autograd, on the kit's device; its mode is
+    restored afterwards.
+    """
+    device = config.get_device()
+    was_training = model.training
+    model.to(device).eval()
+    generator = torch.Generator().manual_seed(6)
+    try:
+        for n, height, width in sizes:
+            images = torch.randn(n, 3, height, width, generator=generator).to(device)
+            with torch.inference_mode():
+                out = _call("your network", model, images,
+                            hint="run the network on a small batch yourself and print the shape after each layer.")
+            expect(isinstance(out, torch.Tensor), "your network must return a tensor of logits", "a tensor",
+                   type(out).__name__, "return the score map itself (N×C×H×W).")
+            expected = (n, num_classes, height, width)
+            expect(tuple(out.shape) == expected, f"the network's output for input {(n, 3, height, width)}",
+                   expected, tuple(out.shape),
+                   "the output must keep the batch size, have one channel per class and the input's height and "
+                   "width: upsample to the input's exact size (e.g. F.interpolate(x, size=images.shape[-2:]) or a "
+                   "crop of a transposed convolution's output), not by a fixed factor.")
+            expect(out.is_floating_point(), "the network's output must be float logits", "a float tensor",
+                   out.dtype, "return the scores before arg-max; the loss needs them.")
+    finally:
+        model.train(was_training)
+    passed(f"network output is N×{num_classes}×H×W for inputs of odd size")
+
+
+# ---------------------------------------------------------------- validation loop
+
+class _ProbeNet(nn.Module):
+    """A tiny segmentation net whose outputs differ in train mode (batch norm, dropout)."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.BatchNorm2d(8)
+        self.drop = nn.Dropout2d(0.5)
+        self.score = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.score(self.drop(torch.relu(self.norm(self.conv(images)))))
+
+
+def _probe_set(num_classes: int, generator: torch.Generator) -> tuple[_ProbeNet, DataLoader]:
+    """The probe net (eval-mode statistics set) and a loader of 7 images in batches of 3, 3 and 1.
+
+    Targets are the net's own predictions with every third image mostly
+    wrong and some void pixels, so the pooled mIoU and the mean of per-batch
+    values differ clearly.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        net = _ProbeNet(num_classes)
+    net.norm.running_mean.uniform_(-0.5, 0.5, generator=generator)
+    net.norm.running_var.uniform_(0.5, 2.0, generator=generator)
+    images = torch.randn(7, 3, 12, 10, generator=generator)
+    with torch.inference_mode():
+        targets = net.eval()(images).argmax(dim=1)
+    noisy = torch.rand(targets.shape, generator=generator) < 0.25
+    noisy[::3] = torch.rand(targets[::3].shape, generator=generator) < 0.8
+    targets = torch.where(noisy, torch.randint(0, num_classes, targets.shape, generator=generator), targets)
+    targets[torch.rand(targets.shape, generator=generator) < 0.1] = VOID
+    return net, DataLoader(TensorDataset(images, targets), batch_size=3)
+
+
+@_keeps_random_state
+def check_validation(validate_fn, num_classes: int = 5) -> None:
+    """Check ``validate_fn(net, loader, num_classes)``: the mIoU of ``net`` over the whole loader.
+
+    The reference is ``engine.evaluate`` (one confusion matrix over every
+    batch). The net is handed over in training mode with dropout and batch
+    norm, so a loop that forgets ``net.eval()`` gives other numbers; its calls
+    are watched for autograd and for batches of one.
+
+    Args:
+        validate_fn: callable ``(net, loader, num_classes) -> float``; ``loader``
+            yields (images float32 N×3×H×W, targets int64 N×H×W with 255 = void).
+        num_classes: classes of the probe net.
+    """
+    device = config.get_device()
+    generator = torch.Generator().manual_seed(7)
+    net, loader = _probe_set(num_classes, generator)
+    net.to(device)
+    expected = engine.evaluate(net, loader, num_classes, device=device)["miou"]
+    per_batch = float(np.mean([engine.evaluate(net, [batch], num_classes, device=device)["miou"]
+                               for batch in loader]))
+    calls = []
+    hook = net.register_forward_pre_hook(
+        lambda module, inputs: calls.append((torch.is_grad_enabled(), module.training, inputs[0].shape[0])))
+    net.train()
+    try:
+        got = _call("your validation loop", validate_fn, net, loader, num_classes,
+                    hint="loop over the loader, run the net on each batch and accumulate the predictions.")
+    finally:
+        hook.remove()
+    expect(bool(calls), "your validation loop never ran the network", "one forward pass per batch", 0,
+           "call net(images) for every batch of the loader.")
+    expect(not any(grad for grad, _, _ in calls), "your validation loop builds an autograd graph",
+           "forward passes under torch.no_grad() or torch.inference_mode()", "gradients enabled",
+           "wrap the loop in `with torch.no_grad():` (or torch.inference_mode()): it saves memory and time.")
+    expect(not any(training for _, training, _ in calls), "your validation loop runs the net in training mode",
+           "net.eval() before the loop", "net.training == True",
+           "call net.eval() first: dropout must be off and batch norm must use its running statistics.")
+    expect(max(size for _, _, size in calls) > 1, "your validation loop runs the net one image at a time",
+           "whole batches from the loader (sizes 3, 3, 1)", "batches of 1",
+           "pass each batch as it comes from the loader; batching is what makes validation fast.")
+    if isinstance(got, torch.Tensor) and got.numel() == 1:
+        got = got.item()
+    expect(isinstance(got, numbers.Real), "your validation loop must return the mIoU", "a float",
+           type(got).__name__, "return one number: the mIoU over the whole set.")
+    if math.isclose(float(got), per_batch, rel_tol=1e-9):
+        fail("your validation loop averages per-batch mIoU values", expected, float(got),
+             "a mean of per-batch mIoUs weights small batches and rare classes wrongly: accumulate every "
+             "prediction (or one ConfusionMatrix) and compute the mIoU once at the end.")
+    expect(math.isclose(float(got), expected, rel_tol=1e-9, abs_tol=1e-12),
+           "your validation mIoU over the set", expected, float(got),
+           "accumulate the label maps of all batches (argmax over classes, void 255 -> -1) and call "
+           "eval_semantic_segmentation once, or update one ConfusionMatrix per batch.")
+    passed("validation loop gives the mIoU of the whole set, batched, in eval mode without autograd")

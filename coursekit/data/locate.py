@@ -1,0 +1,178 @@
+"""Find a dataset under the data roots, fetch it, or stand in synthetic data.
+
+Every dataset module describes itself with one ``DatasetSpec`` (its folder
+under a data root, the files that must be there, its official downloads) and
+calls ``locate``. The rules are the same for all datasets:
+
+* ``root=None``: the data roots (``config.data_roots()``, i.e.
+  ``COURSEKIT_DATA`` then the repository's ``data/``) are searched for
+  ``<root>/<folder>``; a read-only root such as the offline mirror is fine.
+* ``root`` given: only ``<root>/<folder>`` is looked at.
+* Missing: official archives already lying in the download folder (put
+  there by hand, or by an earlier run) are verified and unpacked; otherwise,
+  with ``download=True``, they are fetched into the writable root (or
+  ``root``). Anything else ends in one ``DatasetNotFoundError`` that names
+  the URLs, where to put the files and ``COURSEKIT_DATA``.
+
+``locate_or_synthetic`` adds the stand-in rule for datasets that the
+offline mirror lacks (PASCAL VOC, Oxford 17 Flowers): in the ``ci`` profile
+it never downloads, and where ``config.synthetic_allowed()`` a missing
+dataset is replaced by format-faithful synthetic data under
+``config.writable_root()/synthetic``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import config
+from . import download as dl
+
+SYNTHETIC_FOLDER = "synthetic"
+ARCHIVE_SUFFIXES = (".tar", ".tgz", ".tar.gz", ".zip")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a dataset lives and how to fetch it.
+
+    Attributes:
+        name: the name used in messages, e.g. ``"MNIST"``.
+        folder: the dataset's folder relative to a data root, e.g. ``"voc/VOCdevkit/VOC2012"``.
+        required: paths relative to ``folder`` that must all exist for the dataset to count as present.
+        resources: the official downloads.
+        download_dir: where the downloads go, relative to the data root; archives
+            (``.tar``, ``.tgz``, ``.tar.gz``, ``.zip``) are unpacked there.
+        validate: called with the dataset folder after a fetch; raises ``RuntimeError`` on wrong contents.
+    """
+
+    name: str
+    folder: str
+    required: tuple[str, ...]
+    resources: tuple[dl.Resource, ...]
+    download_dir: str
+    validate: Callable[[Path], None] | None = None
+
+    def is_complete(self, folder: Path) -> bool:
+        """Whether ``folder`` holds every required path."""
+        return all((folder / rel).exists() for rel in self.required)
+
+
+def find(spec: DatasetSpec, root: str | os.PathLike | None = None) -> Path | None:
+    """The dataset folder under ``root`` (or the first data root holding it), or ``None``."""
+    if root is None:
+        return dl.find_in_roots(spec.folder, spec.required)
+    folder = Path(root).expanduser() / spec.folder
+    return folder if spec.is_complete(folder) else None
+
+
+def locate(spec: DatasetSpec, root: str | os.PathLike | None = None, download: bool = False) -> Path:
+    """The folder of a present dataset, fetching or unpacking it when needed.
+
+    Args:
+        spec: the dataset.
+        root: a data root to use instead of searching ``config.data_roots()``.
+        download: fetch the official files when the dataset is missing.
+
+    Returns:
+        The dataset folder ``<root>/<spec.folder>``.
+
+    Raises:
+        DatasetNotFoundError: missing and not fetched; the message says what to do.
+        ChecksumError: a download did not match its published checksum.
+    """
+    found = find(spec, root)
+    if found is not None:
+        return found
+    target = Path(root).expanduser() if root is not None else config.writable_root()
+    archive_dir = target / spec.download_dir
+    missing = [r for r in spec.resources if not dl.verify(archive_dir / r.filename, r.checksum)]
+    if download or not missing:
+        return _fetch(spec, target)
+    raise dl.offline_error(spec.name, missing, archive_dir, "download=False; pass download=True to fetch it")
+
+
+def _fetch(spec: DatasetSpec, target: Path) -> Path:
+    """Download (or reuse) every resource into ``target/download_dir``, unpack, check."""
+    archive_dir = target / spec.download_dir
+    for index, resource in enumerate(spec.resources):
+        try:
+            path = dl.download(resource, archive_dir, spec.name)
+        except dl.DatasetNotFoundError as exc:
+            missing = [r for r in spec.resources[index:] if not dl.verify(archive_dir / r.filename, r.checksum)]
+            raise dl.offline_error(spec.name, missing, archive_dir, exc.reason) from None
+        if path.name.endswith(ARCHIVE_SUFFIXES):
+            dl.extract(path, archive_dir)
+    folder = target / spec.folder
+    if not spec.is_complete(folder):
+        missing = [rel for rel in spec.required if not (folder / rel).exists()]
+        raise RuntimeError(f"{spec.name}: the downloaded files do not hold {', '.join(missing)} under {folder}; "
+                           f"delete {archive_dir} and download again.")
+    if spec.validate is not None:
+        spec.validate(folder)
+    return folder
+
+
+def synthetic_root() -> Path:
+    """The data root that holds generated stand-in datasets: ``<writable root>/synthetic``."""
+    return config.writable_root() / SYNTHETIC_FOLDER
+
+
+def ensure_synthetic(spec: DatasetSpec, write: Callable[[Path], object]) -> Path:
+    """The synthetic stand-in for ``spec``, generated by ``write(root)`` only if missing.
+
+    ``write`` lays the dataset out under the data root it is given, in the
+    official format. It runs in a private staging folder that is moved into
+    place at the end, so an interrupted run leaves nothing that looks complete.
+    """
+    root = synthetic_root()
+    folder = root / spec.folder
+    if spec.is_complete(folder):
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    top = spec.folder.split("/")[0]
+    staging = Path(tempfile.mkdtemp(prefix=f".{top}.", suffix=".partial", dir=root))
+    try:
+        write(staging)
+        if not spec.is_complete(staging / spec.folder):
+            raise RuntimeError(f"the synthetic {spec.name} writer did not produce {spec.folder}")
+        if not spec.is_complete(folder):
+            shutil.rmtree(root / top, ignore_errors=True)
+            try:
+                os.replace(staging / top, root / top)
+            except OSError:
+                if not spec.is_complete(folder):  # else another process finished first
+                    raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def locate_or_synthetic(spec: DatasetSpec, root: str | os.PathLike | None, download: bool,
+                        write: Callable[[Path], object]) -> tuple[Path, bool]:
+    """``locate``, falling back to synthetic data where ``config.synthetic_allowed()``.
+
+    In the ``ci`` profile nothing is downloaded (runs stay offline and
+    deterministic): real data is used when present, synthetic data otherwise.
+    In other profiles synthetic data is used only on opt-in
+    (``COURSEKIT_SYNTHETIC=1``) and only after the real data could not be had.
+    A fallback prints one line starting ``NOTE:``.
+
+    Returns:
+        ``(folder, synthetic)``: the dataset folder and whether it is synthetic.
+    """
+    try:
+        return locate(spec, root, download=download and config.profile_name() != "ci"), False
+    except dl.DatasetNotFoundError as exc:
+        if not config.synthetic_allowed():
+            error = dl.DatasetNotFoundError(f"{exc}\n  Or set COURSEKIT_SYNTHETIC=1 to use synthetic stand-in data.")
+            error.reason = exc.reason
+            raise error from None
+    folder = ensure_synthetic(spec, write)
+    print(f"NOTE: {spec.name} is not available here, so this uses synthetic stand-in data "
+          f"(generated shapes, not real photos).")
+    return folder, True

@@ -1,0 +1,146 @@
+"""The course's datasets in one registry, and the status table of ``make data``.
+
+``prepare_all(download=True)`` finds (or fetches) every dataset and checks
+it: where a data root carries a ``SHA256SUMS`` file (the offline mirror),
+every file the dataset has there is verified against it. ``format_table``
+turns the rows into the table that ``python -m coursekit data`` prints.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import config
+from . import cifar, cmp_facade, flowers, mnist, voc
+from .download import ChecksumError, DatasetNotFoundError, file_digest
+from .locate import DatasetSpec, find, locate, locate_or_synthetic
+
+SUMS_FILE = "SHA256SUMS"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One dataset of the registry.
+
+    Attributes:
+        key: the short name shown in the table.
+        spec: where it lives and how to fetch it.
+        write_synthetic: writes the stand-in for datasets that may be replaced by synthetic data.
+        optional: a missing optional dataset does not make the table fail.
+    """
+
+    key: str
+    spec: DatasetSpec
+    write_synthetic: Callable[[Path], object] | None = None
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the status table; ``ok`` is false for what needs the user's attention."""
+
+    dataset: str
+    where: str
+    files: int
+    status: str
+    ok: bool
+
+
+DATASETS = (
+    Entry("mnist", mnist.SPEC),
+    Entry("cifar10", cifar.SPEC),
+    Entry("cmp_facade", cmp_facade.BASE_SPEC),
+    Entry("cmp_facade/extended", cmp_facade.EXTENDED_SPEC, optional=True),
+    Entry("voc", voc.SPEC, voc.write_synthetic),
+    Entry("flowers17", flowers.SPEC, flowers.write_synthetic),
+)
+
+
+def count_files(folder: Path) -> int:
+    """Number of files below ``folder``."""
+    return sum(len(files) for _, _, files in os.walk(folder))
+
+
+def verify_against_sums(spec: DatasetSpec, folder: Path) -> str | None:
+    """Check ``folder`` against the ``SHA256SUMS`` of its data root.
+
+    Returns:
+        ``None`` when the root has no such file or it lists nothing of the
+        dataset; else ``"verified (mirror SHA256SUMS)"`` or a line saying how
+        many files differ or are missing.
+    """
+    root = folder
+    for _ in spec.folder.split("/"):
+        root = root.parent
+    sums = root / SUMS_FILE
+    if not sums.is_file():
+        return None
+    prefix = spec.folder + "/"
+    listed = [line.split(maxsplit=1) for line in sums.read_text().splitlines() if line.strip()]
+    listed = [(digest.lower(), name.lstrip("*")) for digest, name in listed if name.lstrip("*").startswith(prefix)]
+    if not listed:
+        return None
+    bad = [name for digest, name in listed
+           if not (root / name).is_file() or file_digest(root / name, "sha256") != digest]
+    if bad:
+        return (f"checksum mismatch: {len(bad)} of {len(listed)} files differ from {sums} "
+                f"(e.g. {bad[0]}); copy them again")
+    return f"verified (mirror {SUMS_FILE})"
+
+
+def _missing_hint(entry: Entry, download: bool) -> str:
+    resources = entry.spec.resources
+    try:
+        place = config.writable_root() / entry.spec.download_dir
+    except PermissionError:
+        place = Path("<a writable folder in COURSEKIT_DATA>") / entry.spec.download_dir
+    source = resources[0].urls[0].rsplit("/", 1)[0] + "/"
+    files = ", ".join(r.filename for r in resources)
+    action = "could not download" if download else "not downloaded (run without --no-download)"
+    hint = f"missing: {action}; put {files} from {source} in {place}, or set COURSEKIT_DATA"
+    if entry.write_synthetic is not None:
+        hint += " (COURSEKIT_SYNTHETIC=1 uses stand-in data)"
+    return hint
+
+
+def prepare(entry: Entry, download: bool = True) -> Row:
+    """Find (or fetch, or stand in for) one dataset and check it.
+
+    Never raises for a missing or broken dataset: the row says what to do.
+    """
+    present = find(entry.spec) is not None
+    try:
+        if entry.write_synthetic is not None:
+            folder, synthetic = locate_or_synthetic(entry.spec, None, download, entry.write_synthetic)
+        else:
+            folder, synthetic = locate(entry.spec, None, download), False
+    except DatasetNotFoundError:
+        return Row(entry.key, "missing", 0, _missing_hint(entry, download), ok=entry.optional)
+    except (ChecksumError, RuntimeError, OSError) as exc:
+        return Row(entry.key, "missing", 0, f"failed: {exc}", ok=False)
+    if synthetic:
+        status = "synthetic (stand-in data, not real photos)"
+    elif not present:
+        checked = all(r.checksum for r in entry.spec.resources)
+        status = "downloaded (checksums verified)" if checked else "downloaded (contents checked)"
+    else:
+        status = verify_against_sums(entry.spec, folder) or "ok"
+    return Row(entry.key, str(folder), count_files(folder), status, ok=not status.startswith("checksum"))
+
+
+def prepare_all(download: bool = True) -> list[Row]:
+    """One ``Row`` per registered dataset, fetching what is missing when ``download``."""
+    return [prepare(entry, download) for entry in DATASETS]
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """The rows as an aligned plain-text table: dataset, where found, files, status."""
+    header = ("dataset", "where found", "files", "status")
+    cells = [header] + [(r.dataset, r.where, str(r.files) if r.where != "missing" else "-", r.status) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(3)]
+    lines = ["  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2]), row[3]])
+             for row in cells]
+    lines.insert(1, "  ".join(["-" * w for w in widths] + ["-" * len(header[3])]))
+    return "\n".join(line.rstrip() for line in lines)

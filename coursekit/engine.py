@@ -1,0 +1,406 @@
+"""Training and evaluation loops shared by the course notebooks.
+
+The loops are written to be read. ``fit`` runs the classic epoch loop::
+
+    for epoch in range(epochs):
+        model.train()
+        for images, targets in train_loader:
+            loss = loss_fn(model(images), targets)
+            optimizer.zero_grad(); loss.backward(); optimizer.step()
+        metrics = evaluate(model, val_loader, ...)
+
+and adds what a real run needs: the device, a progress bar, a check that the
+loss is still a number, a learning-rate scheduler, the best model state and
+checkpoints. ``evaluate`` streams a confusion matrix over the whole loader,
+so every accuracy and IoU is computed over the evaluated set itself.
+
+Shapes
+------
+Classification: images float32 ``N×C×H×W``, targets int64 ``N``, logits
+float32 ``N×K``. Segmentation: targets int64 ``N×H×W`` (``ignore_index``,
+255 by default, marks pixels to skip), logits float32 ``N×K×H×W``.
+
+A model trained with ``loss_fn=None`` computes its own loss: in train mode
+``model(images, targets)`` returns the scalar loss, in eval mode
+``model(images)`` returns logits.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import config
+from .metrics import ConfusionMatrix
+
+MONITORS = ("accuracy", "miou", "loss")
+
+
+@dataclass
+class History:
+    """What ``fit`` measured, one entry per epoch.
+
+    ``train_accuracy`` stays empty for a model that returns its own loss
+    (its outputs are not seen); the ``val_*`` lists stay empty without a
+    validation loader. ``best_epoch`` (0-based) and ``best_score`` name the
+    epoch with the best monitored validation metric.
+    """
+
+    monitor: str = "accuracy"
+    train_loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    val_miou: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_score: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.train_loss)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """The non-empty per-epoch lists by name (plain floats, e.g. for plotting or a checkpoint)."""
+        names = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_miou", "lr")
+        return {name: list(getattr(self, name)) for name in names if getattr(self, name)}
+
+
+def _logits(outputs) -> torch.Tensor:
+    """The logits of a model's output; torchvision segmentation models return ``{'out': logits, ...}``."""
+    return outputs["out"] if isinstance(outputs, dict) else outputs
+
+
+def _count_valid(targets: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
+    """How many targets count (all of them, or those not equal to ``ignore_index``); a 0-d int64 tensor."""
+    if ignore_index is None:
+        return torch.tensor(targets.numel(), device=targets.device)
+    return (targets != ignore_index).sum()
+
+
+def _count_correct(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
+    """Correct arg-max predictions among the valid targets; a 0-d int64 tensor.
+
+    Args:
+        logits: float ``N×K`` or ``N×K×H×W``.
+        targets: int64 ``N`` or ``N×H×W``.
+    """
+    correct = logits.argmax(dim=1) == targets
+    if ignore_index is not None:
+        correct &= targets != ignore_index
+    return correct.sum()
+
+
+def _to_device(batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, targets)`` of a loader's batch, moved to ``device``."""
+    try:
+        images, targets = batch
+    except (TypeError, ValueError):
+        raise TypeError("a loader must yield (images, targets) pairs; "
+                        f"got a batch of type {type(batch).__name__}") from None
+    return images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+
+
+def _current_lr(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, loader, num_classes: int | None = None, loss_fn=None,
+             device: torch.device | str | None = None, ignore_index: int | None = 255) -> dict:
+    """Loss, accuracy and IoU of ``model`` over every batch of ``loader``.
+
+    The model runs in eval mode under ``torch.inference_mode`` (no dropout,
+    batch norm uses its running statistics, no autograd graph) and its
+    previous mode is restored afterwards. Predictions are the arg-max of the
+    logits; one confusion matrix is accumulated over the whole loader.
+
+    Args:
+        model: maps images float32 ``N×C×H×W`` to logits ``N×K`` or ``N×K×H×W``.
+        loader: yields ``(images, targets)``; targets int64 ``N`` or ``N×H×W``.
+        num_classes: K; ``None`` takes it from the logits.
+        loss_fn: ``loss_fn(logits, targets)`` with mean reduction; ``None``
+            uses cross-entropy that skips ``ignore_index``.
+        device: where to compute; ``None`` is ``config.get_device()``.
+        ignore_index: target value to skip (VOC void is 255); ``None`` skips nothing.
+
+    Returns:
+        A dict with ``loss`` (mean over all evaluated samples or valid
+        pixels, not over batches), ``accuracy`` (correct / evaluated; pixel
+        accuracy for segmentation), ``miou``, ``mean_class_accuracy``,
+        ``iou`` and ``class_accuracy`` (float64 arrays of K, NaN for absent
+        classes), ``confusion`` (int64 array K×K, rows = truth) and
+        ``count`` (how many samples or pixels were evaluated).
+    """
+    device = torch.device(device) if device is not None else config.get_device()
+    was_training = model.training
+    model.to(device).eval()
+    confusion = None
+    loss_sum, count = 0.0, 0
+    for batch in loader:
+        images, targets = _to_device(batch, device)
+        logits = _logits(model(images))
+        if confusion is None:
+            confusion = ConfusionMatrix(num_classes or logits.shape[1], ignore_index=ignore_index, device=device)
+        if loss_fn is None:
+            loss = F.cross_entropy(logits, targets, ignore_index=-100 if ignore_index is None else ignore_index)
+        else:
+            loss = loss_fn(logits, targets)
+        n = int(_count_valid(targets, ignore_index))
+        if n:  # a batch of only ignored pixels has a NaN mean loss and adds nothing
+            loss_sum += float(loss) * n
+            count += n
+        confusion.update(logits.argmax(dim=1), targets)
+    model.train(was_training)
+    if confusion is None:
+        raise ValueError("the loader yielded no batches; check the dataset and the batch size.")
+    scores = confusion.compute()
+    return {
+        "loss": loss_sum / count if count else float("nan"),
+        "accuracy": float(scores["pixel_accuracy"]),
+        "miou": float(scores["miou"]),
+        "mean_class_accuracy": float(scores["mean_class_accuracy"]),
+        "iou": np.asarray(scores["iou"], dtype=np.float64),
+        "class_accuracy": np.asarray(scores["class_accuracy"], dtype=np.float64),
+        "confusion": confusion.matrix.cpu().numpy(),
+        "count": count,
+    }
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256,
+            device: torch.device | str | None = None) -> torch.Tensor:
+    """Arg-max class of every image, computed in eval mode in batches.
+
+    Args:
+        images: float32 ``N×C×H×W``, prepared as during training (normalised).
+
+    Returns:
+        int64 ``N`` (classification) or ``N×H×W`` (segmentation), on the CPU.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"predict takes a batch of images N×C×H×W; got shape {tuple(images.shape)} "
+                         "(use images.unsqueeze(0) for a single image).")
+    device = torch.device(device) if device is not None else config.get_device()
+    was_training = model.training
+    model.to(device).eval()
+    labels = [_logits(model(chunk.to(device))).argmax(dim=1).cpu() for chunk in images.split(batch_size)]
+    model.train(was_training)
+    return torch.cat(labels)
+
+
+def train_step(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor,
+               optimizer: torch.optim.Optimizer, loss_fn=None) -> tuple[float, torch.Tensor | None]:
+    """One optimisation step on one batch: forward, loss, backward, update.
+
+    Args:
+        images: float32 ``N×C×H×W`` on the model's device.
+        targets: int64 ``N`` or ``N×H×W`` on the same device.
+        loss_fn: ``loss_fn(logits, targets)`` -> scalar; ``None`` when
+            ``model(images, targets)`` returns its own loss.
+
+    Returns:
+        The batch's loss as a float (before the update) and the logits
+        (``None`` for a model that returns its own loss).
+
+    Raises:
+        FloatingPointError: the loss is NaN or infinite; nothing is updated.
+    """
+    if loss_fn is None:
+        loss, logits = model(images, targets), None
+    else:
+        logits = _logits(model(images))
+        loss = loss_fn(logits, targets)
+    loss_value = loss.item()
+    if not math.isfinite(loss_value):
+        raise FloatingPointError(
+            f"the training loss became {loss_value}; training stopped. Lower the learning rate "
+            f"(it is {_current_lr(optimizer):g}), and check that the inputs are normalised and the "
+            "targets are valid class indices.")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss_value, logits
+
+
+def _train_one_epoch(model, loader, optimizer, loss_fn, device, ignore_index, epoch, scheduler_per_batch):
+    """One pass over ``loader`` in train mode; returns (mean loss, accuracy or None)."""
+    model.train()
+    loss_sum, correct, count = 0.0, 0, 0
+    for batch_index, batch in enumerate(loader):
+        images, targets = _to_device(batch, device)
+        try:
+            loss_value, logits = train_step(model, images, targets, optimizer, loss_fn)
+        except FloatingPointError as error:
+            raise FloatingPointError(f"epoch {epoch + 1}, batch {batch_index + 1}: {error}") from None
+        if scheduler_per_batch is not None:
+            scheduler_per_batch.step()
+        n = int(_count_valid(targets, ignore_index))
+        loss_sum += loss_value * n
+        count += n
+        if logits is not None:
+            correct += int(_count_correct(logits.detach(), targets, ignore_index))
+    if count == 0:
+        raise ValueError("the training loader yielded no valid targets; check the dataset and the batch size.")
+    return loss_sum / count, (correct / count if loss_fn is not None else None)
+
+
+def _is_better(score: float, best: float | None, monitor: str) -> bool:
+    if best is None:
+        return True
+    return score < best if monitor == "loss" else score > best
+
+
+def fit(model: torch.nn.Module, train_loader, optimizer: torch.optim.Optimizer, loss_fn=None, epochs: int = 1,
+        val_loader=None, num_classes: int | None = None, scheduler=None, scheduler_interval: str = "epoch",
+        checkpoint_path: str | os.PathLike | None = None, monitor: str = "accuracy", restore_best: bool = False,
+        device: torch.device | str | None = None, ignore_index: int | None = 255, desc: str | None = None,
+        verbose: bool = True) -> History:
+    """Train ``model`` for ``epochs`` epochs, evaluating after each one.
+
+    Args:
+        model: the network; moved to ``device`` once.
+        train_loader: yields ``(images, targets)``: float32 ``N×C×H×W`` and
+            int64 ``N`` (classification) or ``N×H×W`` (segmentation).
+        optimizer: built on ``model.parameters()``.
+        loss_fn: ``loss_fn(logits, targets)`` -> scalar; ``None`` when the
+            model returns its own loss from ``model(images, targets)``.
+        epochs: passes over ``train_loader``.
+        val_loader: evaluated after every epoch with ``evaluate`` (optional).
+        num_classes: K for the validation confusion matrix (``None``: from the logits).
+        scheduler: optional LR scheduler. ``ReduceLROnPlateau`` is stepped
+            once per epoch with the monitored validation metric (training
+            loss without ``val_loader``); any other scheduler once per epoch,
+            or once per batch with ``scheduler_interval='batch'`` (OneCycleLR).
+        checkpoint_path: where to save the best model so far (see ``save_checkpoint``).
+        monitor: validation metric that decides the best epoch: ``'accuracy'``,
+            ``'miou'`` (higher is better) or ``'loss'`` (lower is better).
+            Without ``val_loader`` the last epoch counts as the best.
+        restore_best: load the best epoch's weights into ``model`` at the end.
+        device: ``None`` is ``config.get_device()``.
+        ignore_index: target value to skip (255 = VOC void); ``None`` skips nothing.
+        desc: label of the progress bar.
+        verbose: print one rounded line per epoch.
+
+    Returns:
+        The ``History`` of per-epoch losses, accuracies and learning rates.
+
+    Raises:
+        FloatingPointError: the training loss became NaN or infinite.
+    """
+    if monitor not in MONITORS:
+        raise ValueError(f"monitor={monitor!r} is not supported; use one of {', '.join(MONITORS)}.")
+    if scheduler_interval not in ("epoch", "batch"):
+        raise ValueError(f"scheduler_interval={scheduler_interval!r}; use 'epoch' or 'batch'.")
+    plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    if plateau and scheduler_interval == "batch":
+        raise ValueError("ReduceLROnPlateau needs a metric, so it is stepped per epoch; use scheduler_interval='epoch'.")
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}.")
+    device = torch.device(device) if device is not None else config.get_device()
+    model.to(device)
+    history = History(monitor=monitor)
+    best_state = None
+    per_batch = scheduler if scheduler_interval == "batch" else None
+    bar = tqdm(range(epochs), desc=desc or "epochs", unit="epoch", leave=True)
+    for epoch in bar:
+        history.lr.append(_current_lr(optimizer))
+        train_loss, train_accuracy = _train_one_epoch(model, train_loader, optimizer, loss_fn, device,
+                                                      ignore_index, epoch, per_batch)
+        history.train_loss.append(train_loss)
+        if train_accuracy is not None:
+            history.train_accuracy.append(train_accuracy)
+        line = {"loss": train_loss}
+        score = None
+        if val_loader is not None:
+            scores = evaluate(model, val_loader, num_classes, loss_fn, device, ignore_index)
+            history.val_loss.append(scores["loss"])
+            history.val_accuracy.append(scores["accuracy"])
+            history.val_miou.append(scores["miou"])
+            score = scores[monitor]
+            line["val_loss"] = scores["loss"]
+            if monitor != "loss":
+                line[f"val_{monitor}"] = score
+        if plateau:
+            scheduler.step(train_loss if score is None else score)
+        elif scheduler is not None and per_batch is None:
+            scheduler.step()
+        if score is None or _is_better(score, history.best_score, monitor):
+            history.best_epoch, history.best_score = epoch, score
+            if restore_best:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if checkpoint_path is not None:
+                save_checkpoint(checkpoint_path, model, optimizer, epoch=epoch, history=history.to_dict())
+        bar.set_postfix({k: f"{v:.3f}" for k, v in line.items()})
+        if verbose:
+            print(f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.3f}" for k, v in line.items()))
+    bar.close()
+    if restore_best and best_state is not None:
+        model.load_state_dict(best_state)
+    return history
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    **extra) -> Path:
+    """Save the model's (and optimizer's) state to ``path`` atomically.
+
+    The file is written to a temporary name in the same folder and then
+    renamed over ``path``, so ``path`` holds either the old or the new
+    checkpoint, never a half-written one.
+
+    Args:
+        extra: more things to store (epoch, history dicts, ...): numbers,
+            strings, lists, dicts and tensors only, so ``load_checkpoint``
+            can read them with ``weights_only=True``.
+
+    Returns:
+        The checkpoint's path.
+    """
+    path = Path(path)
+    reserved = {"model", "optimizer"} & set(extra)
+    if reserved:
+        raise ValueError(f"{sorted(reserved)} are stored by save_checkpoint itself; pick other names for extras.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"model": model.state_dict(), **extra}
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as tmp:
+            torch.save(payload, tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Load a checkpoint written by ``save_checkpoint`` into ``model`` (and ``optimizer``).
+
+    The file is read with ``torch.load(weights_only=True)``: tensors and plain
+    data only, no arbitrary code.
+
+    Returns:
+        The extras stored with the checkpoint (e.g. ``epoch``, ``history``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; train and save one first (engine.save_checkpoint).")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(payload.pop("model"))
+    optimizer_state = payload.pop("optimizer", None)
+    if optimizer is not None:
+        if optimizer_state is None:
+            raise KeyError(f"{path} holds no optimizer state; load it without an optimizer.")
+        optimizer.load_state_dict(optimizer_state)
+    return payload

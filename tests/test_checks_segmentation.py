@@ -1,0 +1,278 @@
+"""The notebook-04 checks pass on reference solutions and fail on the stub and on typical mistakes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from coursekit.checks import segmentation as checks
+from coursekit.checks.report import CheckFailed
+from coursekit.losses import cross_entropy
+from coursekit.metrics import ConfusionMatrix, eval_semantic_segmentation
+
+
+def stub(*args):
+    raise NotImplementedError
+
+
+# ---------------------------------------------------------------- cross-entropy
+
+def ce_no_ignore(logits, target):
+    return F.nll_loss(F.log_softmax(logits, dim=1), target)  # 255 is out of range
+
+
+def ce_void_as_background(logits, target):
+    return F.cross_entropy(logits, target.clamp(max=logits.shape[1] - 1))
+
+
+def ce_one_hot(logits, target):
+    one_hot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()  # fails on 255
+    return -(one_hot * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def ce_mean_over_all_pixels(logits, target):
+    return cross_entropy(logits, target, reduction="sum") / target.numel()
+
+
+def ce_unstable(logits, target):
+    probs = torch.exp(logits) / torch.exp(logits).sum(dim=1, keepdim=True)
+    picked = torch.log(probs).gather(1, torch.where(target == 255, 0, target).unsqueeze(1)).squeeze(1)
+    valid = target != 255
+    return -(picked * valid).sum() / valid.sum()
+
+
+def ce_item(logits, target):
+    return cross_entropy(logits, target).item()
+
+
+def ce_detached(logits, target):
+    return cross_entropy(logits.detach(), target)
+
+
+def test_cross_entropy_check_passes_on_the_reference(capsys):
+    checks.check_cross_entropy(cross_entropy)
+    checks.check_cross_entropy(nn.CrossEntropyLoss(ignore_index=255))
+    assert "check passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("loss_fn, message", [
+    (stub, "not implemented"),
+    (ce_no_ignore, "raised"),
+    (ce_void_as_background, "wrong values"),
+    (ce_one_hot, "raised"),
+    (ce_mean_over_all_pixels, "averages over every pixel"),
+    (ce_unstable, "not finite"),
+    (ce_item, "scalar tensor"),
+    (ce_detached, "differentiable"),
+])
+def test_cross_entropy_check_catches(loss_fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        checks.check_cross_entropy(loss_fn)
+
+
+# ---------------------------------------------------------------- the metric call
+
+def miou_reference(output, target):
+    predictions = output.argmax(dim=1).detach().cpu().numpy()
+    ground_truth = target.detach().cpu().numpy().copy()
+    ground_truth[ground_truth == 255] = -1
+    return eval_semantic_segmentation(predictions, ground_truth)["miou"]
+
+
+def miou_logits(output, target):
+    ground_truth = target.cpu().numpy().copy()
+    ground_truth[ground_truth == 255] = -1
+    return eval_semantic_segmentation(output.detach().cpu().numpy(), ground_truth)["miou"]
+
+
+def miou_void_kept(output, target):
+    return eval_semantic_segmentation(output.argmax(dim=1).cpu().numpy(), target.cpu().numpy())["miou"]
+
+
+def miou_in_place(output, target):
+    ground_truth = target.cpu().numpy()  # shares memory with a CPU tensor
+    ground_truth[ground_truth == 255] = -1
+    return eval_semantic_segmentation(output.argmax(dim=1).cpu().numpy(), ground_truth)["miou"]
+
+
+def miou_per_image_mean(output, target):
+    return float(np.mean([miou_reference(o[None], t[None]) for o, t in zip(output, target)]))
+
+
+def miou_wrong_dim(output, target):
+    return miou_reference(output.transpose(1, 3), target)
+
+
+def test_miou_check_passes_on_the_reference(capsys):
+    checks.check_miou(miou_reference)
+    assert "check passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("miou_fn, message", [
+    (stub, "not implemented"),
+    (miou_logits, "raised"),
+    (miou_void_kept, "void pixels as a class"),
+    (miou_in_place, "changed the targets"),
+    (miou_per_image_mean, "mIoU of the batch"),
+    (miou_wrong_dim, "raised|mIoU of the batch"),
+    (lambda output, target: "0.5", "return a number"),
+])
+def test_miou_check_catches(miou_fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        checks.check_miou(miou_fn)
+
+
+# ---------------------------------------------------------------- output shape
+
+class Segmenter(nn.Module):
+    """Downsamples by 4, then returns to the input size in one of several ways."""
+
+    def __init__(self, num_classes=3, upsample="exact"):
+        super().__init__()
+        self.body = nn.Conv2d(3, num_classes, 3, stride=4, padding=1)
+        self.upsample = upsample
+
+    def forward(self, images):
+        scores = self.body(images)
+        if self.upsample == "exact":
+            return F.interpolate(scores, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        if self.upsample == "factor":
+            return F.interpolate(scores, scale_factor=4, mode="bilinear", align_corners=False)
+        if self.upsample == "channels_last":
+            return F.interpolate(scores, size=images.shape[-2:]).permute(0, 2, 3, 1)
+        if self.upsample == "labels":
+            return F.interpolate(scores, size=images.shape[-2:]).argmax(dim=1, keepdim=True)
+        if self.upsample == "none":
+            return scores
+        raise NotImplementedError
+
+
+def test_output_shape_check_passes_on_an_exact_upsampler(capsys):
+    model = Segmenter().train()
+    checks.check_output_shape(model, 3)
+    assert model.training, "the check must restore the model's mode"
+    assert "check passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("upsample, classes, message", [
+    ("stub", 3, "not implemented"),
+    ("none", 3, "output for input"),
+    ("factor", 3, "output for input"),
+    ("channels_last", 3, "output for input"),
+    ("exact", 4, "output for input"),  # the model scores 3 classes
+    ("labels", 1, "float logits"),
+])
+def test_output_shape_check_catches(upsample, classes, message):
+    with pytest.raises(CheckFailed, match=message):
+        checks.check_output_shape(Segmenter(3, upsample), classes)
+
+
+# ---------------------------------------------------------------- validation loop
+
+def _device_of(net):
+    return next(net.parameters()).device
+
+
+def validate_reference(net, loader, num_classes):
+    net.eval()
+    matrix = ConfusionMatrix(num_classes)
+    with torch.no_grad():
+        for images, targets in loader:
+            matrix.update(net(images.to(_device_of(net))).argmax(dim=1), targets)
+    return matrix.compute()["miou"]
+
+
+def validate_handout_style(net, loader, num_classes):
+    net.eval()
+    predictions, ground_truths = [], []
+    with torch.inference_mode():
+        for images, targets in loader:
+            predictions.extend(net(images.to(_device_of(net))).argmax(dim=1).cpu().numpy())
+            ground_truth = targets.numpy().copy()
+            ground_truth[ground_truth == 255] = -1
+            ground_truths.extend(ground_truth)
+    return eval_semantic_segmentation(predictions, ground_truths)["miou"]
+
+
+def validate_per_batch_mean(net, loader, num_classes):
+    net.eval()
+    values = []
+    with torch.no_grad():
+        for images, targets in loader:
+            matrix = ConfusionMatrix(num_classes)
+            matrix.update(net(images).argmax(dim=1), targets)
+            values.append(matrix.compute()["miou"])
+    return float(np.mean(values))
+
+
+def validate_without_eval(net, loader, num_classes):
+    matrix = ConfusionMatrix(num_classes)
+    with torch.no_grad():
+        for images, targets in loader:
+            matrix.update(net(images).argmax(dim=1), targets)
+    return matrix.compute()["miou"]
+
+
+def validate_with_grad(net, loader, num_classes):
+    net.eval()
+    matrix = ConfusionMatrix(num_classes)
+    for images, targets in loader:
+        matrix.update(net(images).argmax(dim=1), targets)
+    return matrix.compute()["miou"]
+
+
+def validate_image_by_image(net, loader, num_classes):
+    net.eval()
+    matrix = ConfusionMatrix(num_classes)
+    with torch.no_grad():
+        for images, targets in loader:
+            for image, target in zip(images, targets):
+                matrix.update(net(image[None]).argmax(dim=1), target[None])
+    return matrix.compute()["miou"]
+
+
+def validate_last_batch_only(net, loader, num_classes):
+    net.eval()
+    with torch.no_grad():
+        for images, targets in loader:
+            matrix = ConfusionMatrix(num_classes)
+            matrix.update(net(images).argmax(dim=1), targets)
+    return matrix.compute()["miou"]
+
+
+@pytest.mark.parametrize("validate_fn", [validate_reference, validate_handout_style])
+def test_validation_check_passes_on_correct_loops(validate_fn, capsys):
+    checks.check_validation(validate_fn)
+    assert "check passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("validate_fn, message", [
+    (stub, "not implemented"),
+    (validate_per_batch_mean, "per-batch"),
+    (validate_without_eval, "training mode"),
+    (validate_with_grad, "autograd"),
+    (validate_image_by_image, "one image at a time"),
+    (validate_last_batch_only, "over the set"),
+    (lambda net, loader, num_classes: {"miou": 0.5}, "never ran|return the mIoU"),
+])
+def test_validation_check_catches(validate_fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        checks.check_validation(validate_fn)
+
+
+def test_probe_set_separates_pooled_and_per_batch_miou():
+    net, loader = checks._probe_set(5, torch.Generator().manual_seed(7))
+    pooled = validate_reference(net, loader, 5)
+    assert abs(pooled - validate_per_batch_mean(net, loader, 5)) > 0.01
+    assert 0.2 < pooled < 0.9
+
+
+def test_checks_leave_the_global_random_state_alone():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    with pytest.raises(CheckFailed):
+        checks.check_validation(validate_without_eval)  # its dropout draws random numbers
+    checks.check_cross_entropy(cross_entropy)
+    assert torch.equal(before, torch.get_rng_state())

@@ -1,0 +1,135 @@
+import dataclasses
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from coursekit.data import cmp_facade, synthetic
+from coursekit.data.download import DatasetNotFoundError, Resource
+
+
+@pytest.fixture(scope="module")
+def facade_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cmp")
+    synthetic.write_cmp_facade(root, n_base=7, n_extended=3, seed=5)
+    return root
+
+
+def test_split_sizes_follow_the_handout():
+    assert cmp_facade.split_sizes(606) == (500, 30, 76)
+    assert cmp_facade.split_sizes(378) == (312, 19, 47)
+    assert sum(cmp_facade.split_sizes(10)) == 10
+
+
+def test_splits_cut_the_sorted_list_base_then_extended(facade_root):
+    splits = {s: cmp_facade.CMPFacade(facade_root, split=s) for s in cmp_facade.SPLITS}
+    photos = [p.name for s in cmp_facade.SPLITS for p in splits[s].photos]
+    expected = [f"cmp_b{i:04d}.jpg" for i in range(1, 8)] + [f"cmp_x{i:04d}.jpg" for i in range(1, 4)]
+    assert photos == expected
+    assert tuple(len(splits[s]) for s in cmp_facade.SPLITS) == cmp_facade.split_sizes(10)
+
+
+def test_base_only_split(tmp_path):
+    synthetic.write_cmp_facade(tmp_path, n_base=12)
+    sizes = tuple(len(cmp_facade.CMPFacade(tmp_path, split=s)) for s in cmp_facade.SPLITS)
+    assert sizes == cmp_facade.split_sizes(12)
+
+
+def test_items_map_labels_1_to_12_onto_0_to_11(facade_root):
+    dataset = cmp_facade.CMPFacade(facade_root, split="train")
+    image, target = dataset[0]
+    raw = np.asarray(Image.open(dataset.photos[0].with_suffix(".png")))
+    assert image.mode == "RGB" and target.mode == "P" and image.size == target.size
+    assert np.array_equal(np.asarray(target), raw.astype(np.int64) - 1)
+    assert np.array_equal(np.asarray(target.getpalette()[:36]).reshape(12, 3), cmp_facade.FACADE_PALETTE)
+    pair = cmp_facade.CMPFacade(facade_root, split="train", transforms=lambda im, t: (im.size, np.asarray(t)))[0]
+    assert pair[0] == image.size and pair[1].max() <= 11
+
+
+def test_unknown_label_values_become_ignore(tmp_path):
+    folder = synthetic.write_cmp_facade(tmp_path, n_base=1) / "base"
+    labels = np.asarray(Image.open(folder / "cmp_b0001.png")).copy()
+    labels[0, :5] = [0, 13, 200, 1, 12]
+    edited = Image.fromarray(labels, mode="P")
+    edited.putpalette(bytes(range(256)) * 3)
+    edited.save(folder / "cmp_b0001.png")
+    target = np.asarray(cmp_facade.CMPFacade(tmp_path, split="train")[0][1])
+    assert target[0, :5].tolist() == [255, 255, 255, 0, 11]
+
+
+def test_photo_without_label_map_is_an_error(tmp_path):
+    folder = synthetic.write_cmp_facade(tmp_path, n_base=3) / "base"
+    (folder / "cmp_b0002.png").unlink()
+    with pytest.raises(FileNotFoundError, match="no .png label map"):
+        cmp_facade.CMPFacade(tmp_path)
+
+
+def test_bad_split(facade_root):
+    with pytest.raises(ValueError, match="split"):
+        cmp_facade.CMPFacade(facade_root, split="all")
+
+
+def test_classes_and_palette_match_the_db(facade_root):
+    assert len(cmp_facade.FACADE_CLASSES) == 12 and cmp_facade.FACADE_CLASSES[2] == "window"
+    assert cmp_facade.FACADE_PALETTE.shape == (12, 3) and cmp_facade.FACADE_PALETTE.dtype == np.uint8
+    xml = (facade_root / "cmp_facade" / "base" / "cmp_b0001.xml").read_bytes()
+    assert b"<label>\r3\r</label>\r<labelname>\rwindow\r</labelname>" in xml
+
+
+def test_revert_input_undoes_normalisation():
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    original = torch.rand(2, 3, 5, 4)
+    normalised = (original - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    shown = cmp_facade.revert_input(normalised, mean, std)
+    assert shown.shape == (2, 5, 4, 3) and shown.dtype == np.float32
+    assert np.allclose(shown, original.permute(0, 2, 3, 1).numpy(), atol=1e-6)
+    assert cmp_facade.revert_input(normalised[0], mean, std).shape == (5, 4, 3)
+    assert cmp_facade.revert_input(torch.full((3, 1, 1), 100.0), mean, std).max() == 1.0
+    with pytest.raises(ValueError, match="3×H×W"):
+        cmp_facade.revert_input(torch.zeros(5, 5), mean, std)
+
+
+def _zip_of(folder, path):
+    with zipfile.ZipFile(path, "w") as zf:
+        for file in sorted(folder.iterdir()):
+            zf.write(file, f"{folder.name}/{file.name}")
+    return path
+
+
+def test_download_fetches_base_and_extended_and_checks_contents(data_root, tmp_path, monkeypatch):
+    source = synthetic.write_cmp_facade(tmp_path / "src", n_base=4, n_extended=2)
+    for name, prefix, count in (("BASE_SPEC", "cmp_b", 4), ("EXTENDED_SPEC", "cmp_x", 2)):
+        spec = getattr(cmp_facade, name)
+        archive = _zip_of(source / spec.folder.split("/")[1], tmp_path / spec.resources[0].filename)
+        resource = Resource(archive.name, (archive.as_uri(),), None)
+        monkeypatch.setattr(cmp_facade, name, dataclasses.replace(
+            spec, resources=(resource,), validate=cmp_facade._expect_pairs(prefix, count)))
+    dataset = cmp_facade.CMPFacade(split="test", download=True)
+    assert [f.name for f in dataset.folders] == ["base", "extended"] and (data_root / "cmp_facade" / "extended").is_dir()
+    assert sum(len(cmp_facade.CMPFacade(split=s)) for s in cmp_facade.SPLITS) == 6
+
+
+def test_download_with_wrong_contents_is_an_error(data_root, tmp_path, monkeypatch):
+    source = synthetic.write_cmp_facade(tmp_path / "src", n_base=2)
+    archive = _zip_of(source / "base", tmp_path / "CMP_facade_DB_base.zip")
+    monkeypatch.setattr(cmp_facade, "BASE_SPEC", dataclasses.replace(
+        cmp_facade.BASE_SPEC, resources=(Resource(archive.name, (archive.as_uri(),), None),)))
+    with pytest.raises(RuntimeError, match="holds 2 cmp_bNNNN photo/label pairs, the official archive 378"):
+        cmp_facade.CMPFacade(download=True)
+
+
+def test_missing_db_is_one_clear_error(data_root):
+    with pytest.raises(DatasetNotFoundError, match="CMP_facade_DB_base.zip") as info:
+        cmp_facade.CMPFacade()
+    assert "COURSEKIT_DATA" in str(info.value)
+
+
+def test_mirror_acceptance_numbers(mirror):
+    sizes = [len(cmp_facade.CMPFacade(split=s)) for s in cmp_facade.SPLITS]
+    assert sum(sizes) == 378 and sizes == [312, 19, 47]
+    image, target = cmp_facade.CMPFacade(split="val")[0]
+    assert image.size == target.size and np.asarray(target).max() <= 11
+    palette = Image.open(mirror / "cmp_facade" / "base" / "cmp_b0001.png").getpalette()
+    assert np.array_equal(np.asarray(palette[3:39]).reshape(12, 3), cmp_facade.FACADE_PALETTE)

@@ -1,0 +1,87 @@
+import traceback
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from coursekit.data import synthetic, voc
+from coursekit.data.download import DatasetNotFoundError
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("voc")
+    synthetic.write_voc(root, n_train=6, n_val=3, size=48, seed=4)
+    return root
+
+
+def test_reads_the_official_layout(voc_root):
+    train = voc.VOCSegmentation(voc_root, image_set="train")
+    assert len(train) == 6 and len(voc.VOCSegmentation(voc_root, image_set="val")) == 3
+    assert len(voc.VOCSegmentation(voc_root, image_set="trainval")) == 9 and not train.synthetic
+    image, target = train[0]
+    assert image.mode == "RGB" and target.mode == "P" and image.size == target.size == (48, 48)
+    values = set(np.unique(np.asarray(target)))
+    assert 0 in values and 255 in values and values - {0, 255} <= set(synthetic.VOC_SHAPES)
+
+
+def test_transforms_get_image_and_target(voc_root):
+    dataset = voc.VOCSegmentation(voc_root, transforms=lambda im, t: (np.asarray(im), np.asarray(t)))
+    image, target = dataset[1]
+    assert image.shape == (48, 48, 3) and target.shape == (48, 48) and target.dtype == np.uint8
+
+
+def test_sanity_check_keeps_one_image(voc_root):
+    full = voc.VOCSegmentation(voc_root, image_set="val")
+    single = voc.VOCSegmentation(voc_root, image_set="val", sanity_check=2)
+    assert len(single) == 1 and single.ids == [full.ids[2]]
+    assert np.array_equal(np.asarray(single[0][1]), np.asarray(full[2][1]))
+    with pytest.raises(IndexError, match="outside the 3 val images"):
+        voc.VOCSegmentation(voc_root, image_set="val", sanity_check=3)
+
+
+def test_bad_image_set_and_bad_target(voc_root, tmp_path):
+    with pytest.raises(ValueError, match="image_set"):
+        voc.VOCSegmentation(voc_root, image_set="test")
+    folder = synthetic.write_voc(tmp_path, n_train=1, n_val=1, size=32)
+    name = (folder / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[0]
+    Image.new("RGB", (32, 32)).save(folder / "SegmentationClass" / f"{name}.png")
+    with pytest.raises(ValueError, match="palette"):
+        voc.VOCSegmentation(tmp_path)[0]
+
+
+def test_palette_and_classes():
+    assert voc.VOC_PALETTE.shape == (256, 3) and voc.VOC_PALETTE.dtype == np.uint8
+    assert voc.VOC_PALETTE[0].tolist() == [0, 0, 0] and voc.VOC_PALETTE[1].tolist() == [128, 0, 0]
+    assert voc.VOC_PALETTE[15].tolist() == [192, 128, 128] and voc.VOC_PALETTE[255].tolist() == [224, 224, 192]
+    assert len({tuple(c) for c in voc.voc_palette(21)}) == 21
+    assert len(voc.VOC_CLASSES) == 21 and voc.VOC_CLASSES[0] == "background" and voc.VOC_CLASSES[15] == "person"
+
+
+def test_ci_profile_falls_back_to_synthetic_data(data_root, monkeypatch, capsys):
+    monkeypatch.setenv("COURSEKIT_PROFILE", "ci")
+    monkeypatch.setattr(voc, "SYNTHETIC_TRAIN", 4)
+    monkeypatch.setattr(voc, "SYNTHETIC_VAL", 2)
+    monkeypatch.setattr(voc, "SYNTHETIC_SIZE", 32)
+    train = voc.VOCSegmentation(download=True)
+    assert train.synthetic and len(train) == 4 and train.folder.is_relative_to(data_root / "synthetic")
+    assert capsys.readouterr().out.startswith("NOTE: PASCAL VOC 2012")
+    assert len(voc.VOCSegmentation(image_set="val")) == 2
+
+
+def test_missing_voc_outside_ci_is_one_clear_error(data_root, monkeypatch):
+    monkeypatch.setenv("COURSEKIT_PROFILE", "cpu")
+    monkeypatch.delenv("COURSEKIT_SYNTHETIC", raising=False)
+    with pytest.raises(DatasetNotFoundError) as info:
+        voc.VOCSegmentation()
+    message = str(info.value)
+    assert "PASCAL VOC 2012" in message and voc.RESOURCES[0].urls[0] in message and "COURSEKIT_DATA" in message
+    assert str(data_root / "voc" / "VOCtrainval_11-May-2012.tar") in message and "COURSEKIT_SYNTHETIC=1" in message
+    assert "During handling" not in "".join(traceback.format_exception(info.value))
+
+
+def test_write_synthetic_lays_out_voc(tmp_path, monkeypatch):
+    monkeypatch.setattr(voc, "SYNTHETIC_TRAIN", 2)
+    monkeypatch.setattr(voc, "SYNTHETIC_VAL", 1)
+    voc.write_synthetic(tmp_path)
+    assert voc.SPEC.is_complete(tmp_path / voc.SPEC.folder)
