@@ -363,9 +363,6 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: 
         The checkpoint's path.
     """
     path = Path(path)
-    reserved = {"model", "optimizer"} & set(extra)
-    if reserved:
-        raise ValueError(f"{sorted(reserved)} are stored by save_checkpoint itself; pick other names for extras.")
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": model.state_dict(), **extra}
     if optimizer is not None:

@@ -232,9 +232,10 @@ def train(network: list[dict], X: np.ndarray, labels: np.ndarray, epochs: int, l
     if X.ndim != 2 or len(X) != len(labels) or X.shape[1] != network[0]["W"].shape[0]:
         raise ValueError(f"X must be (N, {network[0]['W'].shape[0]}) with one label per row; "
                          f"got X {X.shape} and labels {labels.shape}.")
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"labels must be class indices in [0, {num_classes}); got range "
-                         f"[{labels.min()}, {labels.max()}]. Pass integer labels, not one-hot rows.")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 \
+            or labels.max() >= num_classes:
+        raise ValueError(f"labels must be integer class indices in [0, {num_classes}), one per row; got "
+                         f"{labels.dtype} {labels.shape}. Pass integer labels, not one-hot rows.")
     X = X.astype(network[0]["W"].dtype, copy=False)
     targets = np.eye(num_classes, dtype=X.dtype)[labels]
     rng = np.random.default_rng(seed)

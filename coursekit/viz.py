@@ -200,3 +200,131 @@ def show_pair(image, target, palette=None, class_names=None, title=None, mean=No
     """One image and its label map side by side (see ``show_segmentation``)."""
     return show_segmentation([image], [target], palette=palette, class_names=class_names,
                              titles=None if title is None else [title], mean=mean, std=std)
+
+
+def show_images(images, titles=None, mean=None, std=None, columns: int = 8) -> Figure:
+    """A grid of images with a title under each, e.g. samples and their class names.
+
+    Args:
+        images: a list of PIL images / ``3×H×W`` tensors, or an ``N×3×H×W`` batch.
+        titles: one string per image (class name, "true / predicted", ...).
+        mean, std: normalisation to undo on tensor images (see ``denormalize``).
+        columns: images per row.
+
+    Returns:
+        The figure.
+    """
+    images = _as_list(images, "images")
+    if not images or (titles is not None and len(titles) != len(images)):
+        raise ValueError(f"need at least one image and one title per image; got {len(images)} images"
+                         + (f" and {len(titles)} titles" if titles is not None else ""))
+    columns = min(columns, len(images))
+    rows = -(-len(images) // columns)
+    fig, axes = plt.subplots(rows, columns, squeeze=False, figsize=(1.6 * columns, 1.8 * rows))
+    for index, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if index < len(images):
+            ax.imshow(_display_image(images[index], mean, std), interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[index], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history, metrics: Sequence[str] = ("loss", "accuracy", "miou")) -> Figure:
+    """Learning curves: one panel per metric, training and validation curves per epoch.
+
+    Args:
+        history: an ``engine.History`` or a dict of per-epoch lists named
+            ``train_<metric>`` / ``val_<metric>`` (``History.to_dict()``).
+        metrics: the metrics to draw; those with no recorded values are skipped.
+
+    Returns:
+        The figure, one panel per metric that has values.
+    """
+    curves = history.to_dict() if hasattr(history, "to_dict") else dict(history)
+    panels = [m for m in metrics if f"train_{m}" in curves or f"val_{m}" in curves]
+    if not panels:
+        raise ValueError(f"the history has none of the metrics {list(metrics)}; it holds {sorted(curves)}.")
+    fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(4.5 * len(panels), 3.5))
+    for ax, metric in zip(axes[0], panels):
+        for split in ("train", "val"):
+            values = curves.get(f"{split}_{metric}")
+            if values:
+                ax.plot(range(1, len(values) + 1), values, marker="o", label=split)
+        ax.set_title(metric)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(matrix, class_names: Sequence[str], normalize: bool = True, title: str = "Confusion matrix") -> Figure:
+    """A confusion matrix as a heat map (rows = true class, columns = prediction).
+
+    Args:
+        matrix: ``K×K`` counts (NumPy array or tensor), e.g. ``evaluate(...)['confusion']``.
+        class_names: K names.
+        normalize: show each row as fractions of that class's samples.
+        title: figure title.
+
+    Returns:
+        The figure; cells are annotated when K <= 12.
+    """
+    counts = np.asarray(matrix.detach().cpu() if isinstance(matrix, torch.Tensor) else matrix, dtype=np.float64)
+    k = len(class_names)
+    if counts.shape != (k, k):
+        raise ValueError(f"the matrix has shape {counts.shape} but there are {k} class names; expected ({k}, {k}).")
+    if normalize:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            counts = counts / counts.sum(axis=1, keepdims=True)
+    fig, ax = plt.subplots(figsize=(0.55 * k + 2.5, 0.55 * k + 2))
+    shown = ax.imshow(counts, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    fig.colorbar(shown, ax=ax, fraction=0.046, label="fraction of the true class" if normalize else "count")
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    if k <= 12:
+        for (row, col), value in np.ndenumerate(counts):
+            if not np.isnan(value):
+                ax.text(col, row, f"{value:.2f}" if normalize else f"{int(value)}", ha="center", va="center",
+                        fontsize=7, color="white" if value > 0.6 * np.nanmax(counts) else "black")
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class(values, class_names: Sequence[str], title: str = "Per-class accuracy",
+                   ylabel: str = "accuracy") -> Figure:
+    """Bars of one score per class; a dict of several series gives grouped bars.
+
+    Args:
+        values: K numbers (e.g. ``evaluate(...)['class_accuracy']``), or
+            ``{series name: K numbers}`` to compare models. NaN draws no bar.
+        class_names: K names.
+
+    Returns:
+        The figure.
+    """
+    series = {k: np.asarray(v, dtype=np.float64) for k, v in values.items()} if isinstance(values, dict) \
+        else {ylabel: np.asarray(values, dtype=np.float64)}
+    k = len(class_names)
+    for name, scores in series.items():
+        if scores.shape != (k,):
+            raise ValueError(f"{name!r} has {scores.size} values but there are {k} class names.")
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * k * len(series)), 3.5))
+    for index, (name, scores) in enumerate(series.items()):
+        ax.bar(np.arange(k) + (index - (len(series) - 1) / 2) * width, scores, width, label=name)
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_xlabel("class")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if len(series) > 1:
+        ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,5 +1,8 @@
+import dataclasses
+import hashlib
 import os
 import pickle
+import tarfile
 
 import numpy as np
 import pytest
@@ -7,6 +10,7 @@ import torch
 from PIL import Image
 
 from coursekit.data import cifar, synthetic
+from coursekit.data.download import Resource
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +147,14 @@ def test_mirror_acceptance_numbers(mirror):
     assert len(cifar.CIFAR10(train=True)) == 10000 and len(cifar.CIFAR10(train=False)) == 2000
     assert len(cifar.CIFAR10(train=True, classes=["horse"])) == 1000
     assert len(cifar.CIFAR10(train=False, classes=["horse"])) == 200
+
+
+def test_download_unpacks_the_official_archive_layout(data_root, tmp_path, monkeypatch):
+    source = synthetic.write_cifar10(tmp_path / "src", n_per_batch=2, n_test=3)
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source, arcname="cifar-10-batches-py")
+    resource = Resource(archive.name, (archive.as_uri(),), "md5:" + hashlib.md5(archive.read_bytes()).hexdigest())
+    monkeypatch.setattr(cifar, "SPEC", dataclasses.replace(cifar.SPEC, resources=(resource,)))
+    assert len(cifar.CIFAR10(train=False, download=True)) == 3
+    assert (data_root / "cifar10" / "cifar-10-python.tar.gz").is_file() and len(cifar.CIFAR10()) == 10

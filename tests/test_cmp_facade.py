@@ -87,7 +87,7 @@ def test_revert_input_undoes_normalisation():
     assert np.allclose(shown, original.permute(0, 2, 3, 1).numpy(), atol=1e-6)
     assert cmp_facade.revert_input(normalised[0], mean, std).shape == (5, 4, 3)
     assert cmp_facade.revert_input(torch.full((3, 1, 1), 100.0), mean, std).max() == 1.0
-    with pytest.raises(ValueError, match="3×H×W"):
+    with pytest.raises(ValueError, match="C×H×W"):
         cmp_facade.revert_input(torch.zeros(5, 5), mean, std)
 
 

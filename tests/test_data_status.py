@@ -1,5 +1,6 @@
 import dataclasses
 import hashlib
+import os
 import urllib.error
 
 import pytest
@@ -19,6 +20,15 @@ def offline(monkeypatch):
         raise urllib.error.URLError("no network in tests")
 
     monkeypatch.setattr(download, "_stream", unreachable)
+
+
+@pytest.fixture
+def mirror_root(data_root, tmp_path, monkeypatch):
+    """A second data root, searched first, that carries a SHA256SUMS manifest like the offline mirror."""
+    root = tmp_path / "mirror"
+    root.mkdir()
+    monkeypatch.setenv("COURSEKIT_DATA", os.pathsep.join([str(root), str(data_root)]))
+    return root
 
 
 def _with_sums(root):
@@ -50,18 +60,18 @@ def test_failed_downloads_are_reported_not_raised(data_root, cpu_profile, offlin
     assert all(r.status.startswith("missing: could not download") for r in rows)
 
 
-def test_mirror_sums_are_verified(data_root, cpu_profile):
-    _with_sums(data_root)
+def test_mirror_sums_are_verified(mirror_root, cpu_profile):
+    _with_sums(mirror_root)
     rows = {r.dataset: r for r in prepare_all(download=False)}
     for key, files in (("mnist", 4), ("cifar10", 7), ("cmp_facade", 6)):
         assert rows[key].status == "verified (mirror SHA256SUMS)" and rows[key].ok and rows[key].files == files
-    assert rows["mnist"].where == str(data_root.resolve() / "mnist")
+    assert rows["mnist"].where == str(mirror_root.resolve() / "mnist")
 
 
-def test_a_changed_file_fails_verification(data_root, cpu_profile):
-    _with_sums(data_root)
-    (data_root / "cifar10" / "cifar-10-batches-py" / "test_batch").write_bytes(b"changed")
-    (data_root / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+def test_a_changed_file_fails_verification(mirror_root, cpu_profile):
+    _with_sums(mirror_root)
+    (mirror_root / "cifar10" / "cifar-10-batches-py" / "test_batch").write_bytes(b"changed")
+    (mirror_root / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
     rows = {r.dataset: r for r in prepare_all(download=False)}
     assert rows["cifar10"].status.startswith("checksum mismatch: 1 of 7 files") and not rows["cifar10"].ok
     assert rows["mnist"].status.startswith("missing") and rows["cmp_facade"].ok

@@ -110,7 +110,7 @@ def test_restore_best_puts_back_the_best_epoch_weights(tmp_path):
     model = _classifier()
     # A learning rate this large makes later epochs worse than an early one.
     history = _fit(model, epochs=6, lr=3.0, restore_best=True, checkpoint_path=tmp_path / "best.pt")
-    assert history.best_epoch is not None and history.best_score == max(history.val_accuracy)
+    assert history.best_epoch == 0 and history.val_accuracy[-1] < history.best_score == max(history.val_accuracy)
     _, val = _loaders()
     assert engine.evaluate(model, val, device="cpu")["accuracy"] == pytest.approx(history.best_score)
     saved = engine.load_checkpoint(tmp_path / "best.pt", _classifier(1))
@@ -264,8 +264,6 @@ def test_load_checkpoint_errors_say_what_to_do(tmp_path):
     model = _classifier()
     with pytest.raises(KeyError, match="no optimizer state"):
         engine.load_checkpoint(path, model, torch.optim.SGD(model.parameters(), lr=0.1))
-    with pytest.raises(ValueError, match="other names"):
-        engine.save_checkpoint(path, model, model=1)
 
 
 def test_history_to_dict_skips_empty_lists():

@@ -1,12 +1,13 @@
-import struct
-import zlib
+import dataclasses
+import tarfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from coursekit.data import flowers, synthetic
-from coursekit.data.download import DatasetNotFoundError
+from coursekit.data.download import DatasetNotFoundError, Resource
+from coursekit.data.matfile import read_mat, write_mat
 
 
 @pytest.fixture
@@ -16,7 +17,7 @@ def flowers_root(tmp_path):
 
 
 def test_official_split_one_is_used(flowers_root):
-    official = flowers.read_mat(flowers_root / "flowers17" / "datasplits.mat")
+    official = read_mat(flowers_root / "flowers17" / "datasplits.mat")
     for split, key in flowers.SPLITS.items():
         dataset = flowers.Flowers17(flowers_root, split=split)
         assert dataset.ids == sorted(official[key].astype(int).ravel().tolist()) and not dataset.synthetic
@@ -48,7 +49,7 @@ def test_fallback_split_without_datasplits(flowers_root):
 
 
 def test_split_file_without_the_split_is_an_error(flowers_root):
-    synthetic.write_mat(flowers_root / "flowers17" / "datasplits.mat", {"other": np.arange(3)})
+    write_mat(flowers_root / "flowers17" / "datasplits.mat", {"other": np.arange(3)})
     with pytest.raises(ValueError, match="'trn1'"):
         flowers.Flowers17(flowers_root)
 
@@ -68,36 +69,6 @@ def test_trimap_of_another_size_is_resized(flowers_root):
     dataset.ids = [1]
     image, target = dataset[0]
     assert target.size == image.size == (40, 40)
-
-
-def test_read_mat_compressed_and_small_elements(tmp_path):
-    arrays = {"trn1": np.array([3, 1, 2]), "a_longer_name": np.arange(6).reshape(2, 3)}
-    synthetic.write_mat(tmp_path / "x.mat", arrays)
-    read = flowers.read_mat(tmp_path / "x.mat")
-    assert read["trn1"].tolist() == [[3.0, 1.0, 2.0]] and read["a_longer_name"].tolist() == [[0, 1, 2], [3, 4, 5]]
-
-
-def _be_element(kind: int, payload: bytes) -> bytes:
-    return struct.pack(">II", kind, len(payload)) + payload + b"\0" * (-len(payload) % 8)
-
-
-def test_read_mat_big_endian_uncompressed_uint8(tmp_path):
-    matrix = (_be_element(6, struct.pack(">II", 9, 0)) + _be_element(5, struct.pack(">ii", 1, 3))
-              + _be_element(1, b"val1x") + _be_element(2, bytes([7, 8, 9])))
-    header = b"MATLAB 5.0 MAT-file".ljust(116) + b"\0" * 8 + struct.pack(">H", 0x0100) + b"MI"
-    (tmp_path / "be.mat").write_bytes(header + _be_element(14, matrix))
-    assert flowers.read_mat(tmp_path / "be.mat")["val1x"].tolist() == [[7, 8, 9]]
-
-
-def test_read_mat_rejects_other_and_corrupt_files(tmp_path):
-    (tmp_path / "v73.mat").write_bytes(b"\x89HDF\r\n" + b"\0" * 200)
-    with pytest.raises(ValueError, match="not a MATLAB level-5"):
-        flowers.read_mat(tmp_path / "v73.mat")
-    header = b"MATLAB 5.0 MAT-file".ljust(116) + b"\0" * 8 + struct.pack("<H", 0x0100) + b"IM"
-    packed = zlib.compress(b"\x0e\0\0\0" * 10)[:-6]
-    (tmp_path / "bad.mat").write_bytes(header + struct.pack("<II", 15, len(packed)) + packed)
-    with pytest.raises(ValueError, match="corrupt MAT-file"):
-        flowers.read_mat(tmp_path / "bad.mat")
 
 
 def test_ci_profile_falls_back_to_synthetic_flowers(data_root, monkeypatch, capsys):
@@ -124,3 +95,19 @@ def test_write_synthetic_lays_out_flowers(tmp_path, monkeypatch):
     monkeypatch.setattr(flowers, "SYNTHETIC_COUNT", 4)
     flowers.write_synthetic(tmp_path)
     assert flowers.SPEC.is_complete(tmp_path / "flowers17") and (tmp_path / "flowers17" / "datasplits.mat").is_file()
+
+
+def test_download_unpacks_the_official_files(data_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSEKIT_PROFILE", "cpu")
+    source = synthetic.write_flowers17(tmp_path / "src", n=8, size=32)
+    files = {}
+    for sub in ("jpg", "trimaps"):
+        files[sub] = tmp_path / ("17flowers.tgz" if sub == "jpg" else "trimaps.tgz")
+        with tarfile.open(files[sub], "w:gz") as tar:
+            tar.add(source / sub, arcname=sub)
+    files["mat"] = source / "datasplits.mat"
+    resources = tuple(Resource(path.name, (path.as_uri(),), None) for path in files.values())
+    monkeypatch.setattr(flowers, "SPEC", dataclasses.replace(flowers.SPEC, resources=resources))
+    assert len(flowers.Flowers17(split="test", download=True)) == 2
+    assert sorted(p.name for p in (data_root / "flowers17").iterdir()) == [
+        "17flowers.tgz", "datasplits.mat", "jpg", "trimaps", "trimaps.tgz"]

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from coursekit.data import flowers, synthetic
+from coursekit.data import synthetic
+from coursekit.data.matfile import read_mat
 
 
 def _tree(folder):
@@ -70,14 +71,6 @@ def test_write_flowers17_layout(tmp_path):
     folder = synthetic.write_flowers17(tmp_path, n=8, size=48)
     trimap = Image.open(folder / "trimaps" / "image_0008.png")
     assert trimap.mode == "P" and set(np.unique(np.asarray(trimap))) == {0, 1, 255}
-    splits = flowers.read_mat(folder / "datasplits.mat")
+    splits = read_mat(folder / "datasplits.mat")
     assert sorted(splits) == sorted(f"{s}{k}" for s in ("trn", "val", "tst") for k in (1, 2, 3))
     assert sorted(np.concatenate([splits[f"{s}2"].ravel() for s in ("trn", "val", "tst")])) == list(range(1, 9))
-
-
-def test_write_mat_roundtrip(tmp_path):
-    synthetic.write_mat(tmp_path / "m.mat", {"ab": np.array([[1.5, 2.0], [3.0, 4.0]]), "vector": np.arange(3)})
-    raw = (tmp_path / "m.mat").read_bytes()
-    assert raw.startswith(b"MATLAB 5.0 MAT-file") and raw[126:128] == b"IM"
-    read = flowers.read_mat(tmp_path / "m.mat")
-    assert read["ab"].tolist() == [[1.5, 2.0], [3.0, 4.0]] and read["vector"].tolist() == [[0, 1, 2]]

@@ -1,3 +1,6 @@
+import dataclasses
+import hashlib
+import tarfile
 import traceback
 
 import numpy as np
@@ -5,7 +8,7 @@ import pytest
 from PIL import Image
 
 from coursekit.data import synthetic, voc
-from coursekit.data.download import DatasetNotFoundError
+from coursekit.data.download import DatasetNotFoundError, Resource
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +88,24 @@ def test_write_synthetic_lays_out_voc(tmp_path, monkeypatch):
     monkeypatch.setattr(voc, "SYNTHETIC_VAL", 1)
     voc.write_synthetic(tmp_path)
     assert voc.SPEC.is_complete(tmp_path / voc.SPEC.folder)
+
+
+def test_download_unpacks_the_official_archive_layout(data_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSEKIT_PROFILE", "cpu")
+    source = synthetic.write_voc(tmp_path / "src", n_train=2, n_val=1, size=32)
+    archive = tmp_path / "VOCtrainval_11-May-2012.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(source.parent, arcname="VOCdevkit")
+    resource = Resource(archive.name, (archive.as_uri(),), "md5:" + hashlib.md5(archive.read_bytes()).hexdigest())
+    monkeypatch.setattr(voc, "SPEC", dataclasses.replace(voc.SPEC, resources=(resource,)))
+    dataset = voc.VOCSegmentation(image_set="val", download=True)
+    assert len(dataset) == 1 and not dataset.synthetic
+    assert dataset.folder == data_root.resolve() / "voc" / "VOCdevkit" / "VOC2012"
+
+
+def test_ci_profile_does_not_download(data_root, monkeypatch):
+    monkeypatch.setenv("COURSEKIT_PROFILE", "ci")
+    monkeypatch.setattr(voc, "SYNTHETIC_TRAIN", 2)
+    monkeypatch.setattr(voc, "SYNTHETIC_VAL", 1)
+    monkeypatch.setattr("coursekit.data.download._stream", lambda *a, **k: pytest.fail("no downloads in ci"))
+    assert voc.VOCSegmentation(download=True).synthetic

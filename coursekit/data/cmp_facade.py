@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .. import viz
 from .download import Resource
 from .locate import DatasetSpec, find, locate
 
@@ -89,12 +90,7 @@ def revert_input(image: torch.Tensor, mean: Sequence[float], std: Sequence[float
     Returns:
         float32 H×W×3 (or N×H×W×3) in [0, 1], ready for ``plt.imshow``.
     """
-    image = torch.as_tensor(image).detach().float().cpu()
-    if image.ndim not in (3, 4) or image.shape[-3] != len(mean):
-        raise ValueError(f"image must be 3×H×W or N×3×H×W with {len(mean)} channels, got {tuple(image.shape)}.")
-    shape = (-1, 1, 1)
-    image = image * torch.tensor(std).view(shape) + torch.tensor(mean).view(shape)
-    return image.clamp(0, 1).movedim(-3, -1).numpy()
+    return viz.denormalize(torch.as_tensor(image).detach().float().cpu(), mean, std).movedim(-3, -1).numpy()
 
 
 def _label_lookup() -> list[int]:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +26,7 @@ from PIL import Image
 
 from .download import Resource
 from .locate import DatasetSpec, locate_or_synthetic
+from .matfile import read_mat
 from .synthetic import write_flowers17
 
 _URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/"
@@ -46,67 +45,6 @@ FALLBACK_FRACTIONS = (0.5, 0.25)
 SYNTHETIC_COUNT, SYNTHETIC_SIZE = 48, 128
 _ID = re.compile(r"image_(\d{4})\.png$")
 
-# MAT-file (level 5) element types used below.
-_MI_DTYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 12: "i8", 13: "u8"}
-_MI_MATRIX, _MI_COMPRESSED = 14, 15
-_NUMERIC_CLASSES = range(6, 16)  # mxDOUBLE_CLASS .. mxUINT64_CLASS
-
-
-def _mat_elements(buf: bytes, pos: int, order: str):
-    """Yield ``(type, payload)`` of the data elements in ``buf`` from ``pos``."""
-    while pos + 8 <= len(buf):
-        (tag,) = struct.unpack_from(order + "I", buf, pos)
-        if tag >> 16:  # small element: size in the upper half of the tag, data in the next 4 bytes
-            yield tag & 0xFFFF, buf[pos + 4:pos + 4 + (tag >> 16)]
-            pos += 8
-            continue
-        (nbytes,) = struct.unpack_from(order + "I", buf, pos + 4)
-        yield tag, buf[pos + 8:pos + 8 + nbytes]
-        pos += 8 + nbytes + (0 if tag == _MI_COMPRESSED else -nbytes % 8)
-
-
-def _mat_matrix(payload: bytes, order: str) -> tuple[str, np.ndarray] | None:
-    """``(name, array)`` of one numeric miMATRIX element, else ``None``."""
-    parts = list(_mat_elements(payload, 0, order))
-    if len(parts) < 4:
-        return None
-    (_, flags), (_, dims), (_, name), (real_type, real) = parts[:4]
-    if struct.unpack_from(order + "I", flags)[0] & 0xFF not in _NUMERIC_CLASSES or real_type not in _MI_DTYPES:
-        return None
-    shape = tuple(np.frombuffer(dims, dtype=order + "i4"))
-    values = np.frombuffer(real, dtype=order + _MI_DTYPES[real_type])
-    return name.decode("latin1"), values.reshape(shape, order="F")
-
-
-def read_mat(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The numeric arrays of a MATLAB level-5 MAT-file (what ``datasplits.mat`` holds).
-
-    A small reader, so that SciPy is not needed: plain and compressed
-    elements, either byte order; cells, structs and strings are skipped.
-
-    Returns:
-        name -> array with the stored shape (as stored: float64 for MATLAB doubles).
-
-    Raises:
-        ValueError: not a level-5 MAT-file (e.g. a v7.3 HDF5 file) or a corrupt one.
-    """
-    raw = Path(path).read_bytes()
-    if len(raw) < 128 or raw[126:128] not in (b"IM", b"MI"):
-        raise ValueError(f"{path} is not a MATLAB level-5 MAT-file; delete it and download it again.")
-    order = "<" if raw[126:128] == b"IM" else ">"
-    arrays: dict[str, np.ndarray] = {}
-    try:
-        for kind, payload in _mat_elements(raw, 128, order):
-            if kind == _MI_COMPRESSED:
-                kind, payload = next(_mat_elements(zlib.decompress(payload), 0, order))
-            entry = _mat_matrix(payload, order) if kind == _MI_MATRIX else None
-            if entry is not None:
-                arrays[entry[0]] = entry[1]
-    except (zlib.error, struct.error, ValueError, StopIteration) as exc:
-        raise ValueError(f"{path} is a corrupt MAT-file ({exc}); delete it and download it again.") from None
-    return arrays
-
-
 def trimap_to_mask(trimap: Image.Image) -> Image.Image:
     """A trimap (palette, grey or RGB PNG) -> PIL ``"L"`` mask: 1 flower, 0 background, 255 uncertain."""
     if trimap.mode in ("P", "L"):
@@ -120,6 +58,12 @@ def trimap_to_mask(trimap: Image.Image) -> Image.Image:
     return Image.fromarray(mask, mode="L")
 
 
+def _labelled_ids(folder: Path) -> list[int]:
+    """Sorted ids of the images that have both a photo and a trimap."""
+    ids = (int(m.group(1)) for p in (folder / "trimaps").glob("image_*.png") if (m := _ID.search(p.name)))
+    return sorted(i for i in ids if (folder / "jpg" / f"image_{i:04d}.jpg").is_file())
+
+
 def _validate(folder: Path) -> None:
     if not _labelled_ids(folder):
         raise RuntimeError(f"{folder} holds no trimap with a matching photo; delete the archives and download again.")
@@ -127,12 +71,6 @@ def _validate(folder: Path) -> None:
 
 SPEC = DatasetSpec(name="Oxford 17 Flowers", folder="flowers17", required=("jpg", "trimaps"),
                    resources=RESOURCES, download_dir="flowers17", validate=_validate)
-
-
-def _labelled_ids(folder: Path) -> list[int]:
-    """Sorted ids of the images that have both a photo and a trimap."""
-    ids = (int(m.group(1)) for p in (folder / "trimaps").glob("image_*.png") if (m := _ID.search(p.name)))
-    return sorted(i for i in ids if (folder / "jpg" / f"image_{i:04d}.jpg").is_file())
 
 
 def split_ids(folder: Path, split: str) -> list[int]:

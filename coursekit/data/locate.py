@@ -152,6 +152,9 @@ def ensure_synthetic(spec: DatasetSpec, write: Callable[[Path], object]) -> Path
     return folder
 
 
+_ANNOUNCED: set[str] = set()  # datasets whose synthetic stand-in was announced in this process
+
+
 def locate_or_synthetic(spec: DatasetSpec, root: str | os.PathLike | None, download: bool,
                         write: Callable[[Path], object]) -> tuple[Path, bool]:
     """``locate``, falling back to synthetic data where ``config.synthetic_allowed()``.
@@ -160,7 +163,7 @@ def locate_or_synthetic(spec: DatasetSpec, root: str | os.PathLike | None, downl
     deterministic): real data is used when present, synthetic data otherwise.
     In other profiles synthetic data is used only on opt-in
     (``COURSEKIT_SYNTHETIC=1``) and only after the real data could not be had.
-    A fallback prints one line starting ``NOTE:``.
+    A fallback prints one line starting ``NOTE:``, once per dataset and process.
 
     Returns:
         ``(folder, synthetic)``: the dataset folder and whether it is synthetic.
@@ -173,6 +176,8 @@ def locate_or_synthetic(spec: DatasetSpec, root: str | os.PathLike | None, downl
             error.reason = exc.reason
             raise error from None
     folder = ensure_synthetic(spec, write)
-    print(f"NOTE: {spec.name} is not available here, so this uses synthetic stand-in data "
-          f"(generated shapes, not real photos).")
+    if spec.name not in _ANNOUNCED:
+        _ANNOUNCED.add(spec.name)
+        print(f"NOTE: {spec.name} is not available here, so this uses synthetic stand-in data "
+              f"(generated shapes, not real photos).")
     return folder, True

@@ -17,9 +17,6 @@ from . import cifar, cmp_facade, flowers, mnist, voc
 from .download import ChecksumError, DatasetNotFoundError, file_digest
 from .locate import DatasetSpec, find, locate, locate_or_synthetic
 
-SUMS_FILE = "SHA256SUMS"
-
-
 @dataclass(frozen=True)
 class Entry:
     """One dataset of the registry.
@@ -74,7 +71,7 @@ def verify_against_sums(spec: DatasetSpec, folder: Path) -> str | None:
     root = folder
     for _ in spec.folder.split("/"):
         root = root.parent
-    sums = root / SUMS_FILE
+    sums = root / config.MIRROR_MANIFEST
     if not sums.is_file():
         return None
     prefix = spec.folder + "/"
@@ -87,7 +84,7 @@ def verify_against_sums(spec: DatasetSpec, folder: Path) -> str | None:
     if bad:
         return (f"checksum mismatch: {len(bad)} of {len(listed)} files differ from {sums} "
                 f"(e.g. {bad[0]}); copy them again")
-    return f"verified (mirror {SUMS_FILE})"
+    return f"verified (mirror {config.MIRROR_MANIFEST})"
 
 
 def _missing_hint(entry: Entry, download: bool) -> str:

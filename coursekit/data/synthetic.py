@@ -16,7 +16,6 @@ import gzip
 import os
 import pickle
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,8 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from .cifar import CIFAR10_CLASSES, TEST_BATCHES, TRAIN_BATCHES
 from .cmp_facade import FACADE_CLASSES, FACADE_PALETTE
+from .matfile import write_mat
+from .mnist import IMAGE_MAGIC, LABEL_MAGIC
 from .voc import VOC_PALETTE
 
 # VOC classes drawn by write_voc, each with its own shape and colour.
@@ -55,8 +56,9 @@ def _balanced_labels(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
 # ---------------------------------------------------------------- MNIST
 
 def _write_idx(path: Path, array: np.ndarray, magic: int) -> None:
+    """A gzipped idx file of unsigned bytes (mtime 0 in the gzip header, so the bytes depend only on ``array``)."""
     header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
-    with gzip.open(path, "wb") as f:
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
         f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
@@ -85,8 +87,8 @@ def write_mnist(root: str | os.PathLike, n_train: int = 100, n_test: int = 50, s
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         labels = _balanced_labels(rng, n, 10)
         images = np.stack([_digit(rng, int(y), font) for y in labels]) if n else np.zeros((0, 28, 28), np.uint8)
-        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images, 0x803)
-        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels, 0x801)
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images, IMAGE_MAGIC)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels, LABEL_MAGIC)
     return folder
 
 
@@ -291,28 +293,6 @@ def write_cmp_facade(root: str | os.PathLike, n_base: int = 6, n_extended: int =
 
 
 # ---------------------------------------------------------------- Oxford 17 Flowers
-
-def _mat_element(kind: int, payload: bytes) -> bytes:
-    """One level-5 MAT data element (little endian); payloads of up to 4 bytes use the small format."""
-    if len(payload) <= 4:
-        return struct.pack("<I", kind | len(payload) << 16) + payload.ljust(4, b"\0")
-    return struct.pack("<II", kind, len(payload)) + payload + b"\0" * (-len(payload) % 8)
-
-
-def write_mat(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """A MATLAB level-5 MAT-file of double matrices, each variable compressed (as MATLAB saves them)."""
-    header = b"MATLAB 5.0 MAT-file, written by coursekit".ljust(116) + b"\0" * 8 + struct.pack("<H", 0x0100) + b"IM"
-    body = []
-    for name, array in arrays.items():
-        array = np.atleast_2d(np.asarray(array, dtype="<f8"))
-        matrix = (_mat_element(6, struct.pack("<II", 6, 0))  # array flags: mxDOUBLE_CLASS
-                  + _mat_element(5, struct.pack(f"<{array.ndim}i", *array.shape))
-                  + _mat_element(1, name.encode("ascii"))
-                  + _mat_element(9, array.tobytes(order="F")))
-        packed = zlib.compress(_mat_element(14, matrix))
-        body.append(struct.pack("<II", 15, len(packed)) + packed)
-    Path(path).write_bytes(header + b"".join(body))
-
 
 def _flower_sample(rng: np.random.Generator, size: int) -> tuple[Image.Image, np.ndarray]:
     """A flower photo (RGB) and its mask (bool: petals and centre)."""

@@ -272,7 +272,7 @@ class FCN32s(_VGG16Trunk):
         _, _, fc7 = self.trunk(x)
         h = self.score_fr(fc7)          # 1/32
         h = self.upscore(h)             # 1/1, overshoots the padded input
-        return _crop(h, 18, x.shape[-2:]).contiguous()
+        return _crop(h, 19, x.shape[-2:]).contiguous()
 
 
 class FCN8s(_VGG16Trunk):

@@ -187,7 +187,7 @@ def load_weights(weights: models.WeightsEnum, allow_random: bool = False,
         timeout: seconds allowed for each network operation of the download.
 
     Returns:
-        The state dict (float32 tensors on the CPU, read with
+        The state dict (CPU tensors, float32 weights, read with
         ``weights_only=True``), or ``None`` when the caller should continue
         from random initialisation: the file is missing in the ``ci`` profile
         (no download is tried there), or could not be downloaded and
