@@ -57,3 +57,13 @@ def offline_hub(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
     return hub
+
+
+@pytest.fixture(autouse=True)
+def fresh_synthetic_notices():
+    """Each test sees the once-per-process synthetic-data NOTE again."""
+    from coursekit.data import locate
+
+    locate._ANNOUNCED.clear()
+    yield
+    locate._ANNOUNCED.clear()
