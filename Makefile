@@ -28,7 +28,7 @@ test-unit: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-notebooks: $(STAMP)
-	COURSEKIT_PROFILE=ci $(PY) -m pytest -p no:cacheprovider --nbval --nbval-current-env \
+	COURSEKIT_PROFILE=ci OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -p no:cacheprovider --nbval --nbval-current-env \
 	  --nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout 600 notebooks $(PYTEST_ARGS)
 
 lab: $(STAMP)

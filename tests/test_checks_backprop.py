@@ -91,7 +91,7 @@ def softmax_unstable(z):
 
 
 def softmax_over_batch(z):
-    e = np.exp(z - z.max())
+    e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=0, keepdims=True)
 
 

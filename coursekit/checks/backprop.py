@@ -172,7 +172,7 @@ def check_forward_propagation(forward_propagation) -> None:
     passed("forward_propagation")
 
 
-def _backward_hint(number: int, name: str, loss: str, expected: np.ndarray, got: np.ndarray) -> str:
+def _backward_hint(number: int, name: str, expected: np.ndarray, got: np.ndarray) -> str:
     """A hint for a wrong gradient of parameter ``name`` of layer ``number`` (1-based)."""
     if np.allclose(got, _BATCH * expected, rtol=1e-6, atol=1e-12):
         return (f"your gradient is {_BATCH} (the batch size) times too large: the loss is averaged over "
@@ -211,7 +211,7 @@ def check_backward_propagate_error(backward_propagate_error) -> None:
                        else "store dW = A_prev.T @ delta under 'W'.")
                 exp_g = expected[number - 1][name]
                 got_g = np.asarray(grad[name], dtype=np.float64)
-                hint = _SHAPES_HINT if got_g.shape != exp_g.shape else _backward_hint(number, name, loss, exp_g, got_g)
+                hint = _SHAPES_HINT if got_g.shape != exp_g.shape else _backward_hint(number, name, exp_g, got_g)
                 expect_close(what, exp_g, got_g, hint, rtol=1e-6, atol=1e-10)
     passed("backward_propagate_error")
 
