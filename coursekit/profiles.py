@@ -21,23 +21,52 @@ SETTINGS: dict[str, dict[str, dict]] = {
         "cpu": {"crop_size": 256, "batch_size": 8, "val_batch_size": 1, "num_workers": 2},
         "full": {"crop_size": 320, "batch_size": 16, "val_batch_size": 1, "num_workers": 4},
     },
+    # toy_*: the 2-D moons warm-up; train_size: MNIST training images used (None: all that remain after
+    # holding out the last val_size of the training split for validation); hidden: the MNIST net's hidden
+    # layers; ablation_*: extra nets compared after ablation_epochs; gradcheck_*: samples in the checked batch
+    # and entries checked per parameter array.
+    "02_backprop": {
+        "ci": {"toy_samples": 200, "toy_hidden": (16,), "toy_epochs": 300, "toy_lr": 1.0, "toy_batch_size": 10,
+               "train_size": None, "val_size": 1000, "hidden": (500, 50), "epochs": 10, "lr": 1.0,
+               "batch_size": 16, "ablation_hidden": ((), (500,), (500, 50, 50)), "ablation_epochs": 10,
+               "gradcheck_samples": 5, "gradcheck_entries": 20, "min_test_accuracy": 0.93},
+        "cpu": {"toy_samples": 200, "toy_hidden": (16,), "toy_epochs": 300, "toy_lr": 1.0, "toy_batch_size": 10,
+                "train_size": 20000, "val_size": 2000, "hidden": (500, 50), "epochs": 15, "lr": 1.0,
+                "batch_size": 16, "ablation_hidden": ((), (500,), (500, 50, 50)), "ablation_epochs": 10,
+                "gradcheck_samples": 5, "gradcheck_entries": 20, "min_test_accuracy": 0.93},
+        "full": {"toy_samples": 200, "toy_hidden": (16,), "toy_epochs": 300, "toy_lr": 1.0, "toy_batch_size": 10,
+                 "train_size": None, "val_size": 5000, "hidden": (500, 50), "epochs": 30, "lr": 0.5,
+                 "batch_size": 16, "ablation_hidden": ((), (500,), (500, 50, 50)), "ablation_epochs": 10,
+                 "gradcheck_samples": 10, "gradcheck_entries": 100, "min_test_accuracy": 0.97},
+    },
+    # train_images: how many training images are used (None: all; the offline mirror has 10,000, the official
+    # set 50,000; the test split is always used whole). Net: the handout's network; better: BetterNet with batch
+    # norm, trained with augmentation and a one-cycle schedule. Learning rates are SGD (momentum 0.9) peaks.
+    "03_cifar_classifier": {
+        "ci": {"train_images": 10000, "net_batch_size": 32, "net_epochs": 4, "net_lr": 0.01,
+               "better_width": 16, "better_batch_size": 64, "better_epochs": 4, "better_lr": 0.1},
+        "cpu": {"train_images": 20000, "net_batch_size": 32, "net_epochs": 10, "net_lr": 0.01,
+                "better_width": 32, "better_batch_size": 64, "better_epochs": 12, "better_lr": 0.1},
+        "full": {"train_images": None, "net_batch_size": 32, "net_epochs": 20, "net_lr": 0.01,
+                 "better_width": 64, "better_batch_size": 128, "better_epochs": 40, "better_lr": 0.1},
+    },
     # Part A (CMP Facade, FCNs): facade_size = (height, width) every photo is resized to;
     # *_images: how many of a split are used (None: all). Part B (VOC, encoder-decoder):
     # voc_crop: training crop side; voc_val_size: side validation images are padded to (void), so
     # they can be batched; overfit: epochs × steps per epoch on the single sanity image.
     "04_fcn": {
         "ci": {"facade_size": (64, 48), "facade_train_images": 1, "facade_test_images": 2,
-               "facade_batch_size": 1, "facade_epochs": 3, "facade_lr": 1e-4,
+               "facade_batch_size": 1, "facade_epochs": 3, "facade_lr": 1e-4, "facade_shown": 1,
                "voc_backbone": "resnet18", "voc_crop": 64, "voc_val_size": 128, "voc_train_images": 32,
                "voc_val_images": 16, "voc_batch_size": 8, "voc_epochs": 2, "voc_lr": 1e-3,
-               "overfit_epochs": 8, "overfit_steps": 5, "overfit_lr": 1e-3, "num_workers": 0},
+               "overfit_epochs": 6, "overfit_steps": 4, "overfit_lr": 2e-3, "num_workers": 0},
         "cpu": {"facade_size": (128, 96), "facade_train_images": 8, "facade_test_images": 8,
-                "facade_batch_size": 2, "facade_epochs": 5, "facade_lr": 1e-4,
+                "facade_batch_size": 2, "facade_epochs": 5, "facade_lr": 1e-4, "facade_shown": 2,
                 "voc_backbone": "resnet18", "voc_crop": 128, "voc_val_size": 512, "voc_train_images": 200,
                 "voc_val_images": 50, "voc_batch_size": 8, "voc_epochs": 4, "voc_lr": 1e-3,
                 "overfit_epochs": 10, "overfit_steps": 5, "overfit_lr": 1e-3, "num_workers": 2},
         "full": {"facade_size": (512, 384), "facade_train_images": None, "facade_test_images": None,
-                 "facade_batch_size": 4, "facade_epochs": 60, "facade_lr": 1e-4,
+                 "facade_batch_size": 4, "facade_epochs": 60, "facade_lr": 1e-4, "facade_shown": 3,
                  "voc_backbone": "resnet50", "voc_crop": 320, "voc_val_size": 512, "voc_train_images": None,
                  "voc_val_images": None, "voc_batch_size": 16, "voc_epochs": 60, "voc_lr": 1e-4,
                  "overfit_epochs": 20, "overfit_steps": 5, "overfit_lr": 1e-3, "num_workers": 4},
