@@ -111,6 +111,11 @@ def _current_lr(optimizer: torch.optim.Optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
 
 
+def _resolve(device: torch.device | str | None) -> torch.device:
+    """``device`` as a ``torch.device``; ``None`` is the kit's device (``config.get_device()``)."""
+    return torch.device(device) if device is not None else config.get_device()
+
+
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, loader, num_classes: int | None = None, loss_fn=None,
              device: torch.device | str | None = None, ignore_index: int | None = 255) -> dict:
@@ -138,11 +143,14 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int | None = None, los
         classes), ``confusion`` (int64 array K×K, rows = truth) and
         ``count`` (how many samples or pixels were evaluated).
     """
-    device = torch.device(device) if device is not None else config.get_device()
+    device = _resolve(device)
     was_training = model.training
     model.to(device).eval()
     confusion = None
-    loss_sum, count = 0.0, 0
+    # Sums stay on the device (no synchronisation per batch); a batch whose every pixel is ignored
+    # has a NaN mean loss and adds nothing.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
     for batch in loader:
         images, targets = _to_device(batch, device)
         logits = _logits(model(images))
@@ -152,17 +160,17 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int | None = None, los
             loss = F.cross_entropy(logits, targets, ignore_index=-100 if ignore_index is None else ignore_index)
         else:
             loss = loss_fn(logits, targets)
-        n = int(_count_valid(targets, ignore_index))
-        if n:  # a batch of only ignored pixels has a NaN mean loss and adds nothing
-            loss_sum += float(loss) * n
-            count += n
+        n = _count_valid(targets, ignore_index)
+        loss_sum += torch.where(n > 0, loss.double() * n, 0.0)
+        count += n
         confusion.update(logits.argmax(dim=1), targets)
     model.train(was_training)
     if confusion is None:
         raise ValueError("the loader yielded no batches; check the dataset and the batch size.")
     scores = confusion.compute()
+    count = int(count)
     return {
-        "loss": loss_sum / count if count else float("nan"),
+        "loss": float(loss_sum) / count if count else float("nan"),
         "accuracy": float(scores["pixel_accuracy"]),
         "miou": float(scores["miou"]),
         "mean_class_accuracy": float(scores["mean_class_accuracy"]),
@@ -187,7 +195,7 @@ def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256,
     if images.dim() != 4:
         raise ValueError(f"predict takes a batch of images N×C×H×W; got shape {tuple(images.shape)} "
                          "(use images.unsqueeze(0) for a single image).")
-    device = torch.device(device) if device is not None else config.get_device()
+    device = _resolve(device)
     was_training = model.training
     model.to(device).eval()
     labels = [_logits(model(chunk.to(device))).argmax(dim=1).cpu() for chunk in images.split(batch_size)]
@@ -232,23 +240,29 @@ def train_step(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tens
 def _train_one_epoch(model, loader, optimizer, loss_fn, device, ignore_index, epoch, scheduler_per_batch):
     """One pass over ``loader`` in train mode; returns (mean loss, accuracy or None)."""
     model.train()
-    loss_sum, correct, count = 0.0, 0, 0
+    # Sums stay on the device: no extra synchronisation per batch.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
     for batch_index, batch in enumerate(loader):
         images, targets = _to_device(batch, device)
         try:
             loss_value, logits = train_step(model, images, targets, optimizer, loss_fn)
         except FloatingPointError as error:
+            if int(_count_valid(targets, ignore_index)) == 0:
+                continue  # every target is ignored: the mean loss is 0/0 and there is nothing to learn
             raise FloatingPointError(f"epoch {epoch + 1}, batch {batch_index + 1}: {error}") from None
         if scheduler_per_batch is not None:
             scheduler_per_batch.step()
-        n = int(_count_valid(targets, ignore_index))
-        loss_sum += loss_value * n
+        n = _count_valid(targets, ignore_index)
+        loss_sum += loss_value * n.double()
         count += n
         if logits is not None:
-            correct += int(_count_correct(logits.detach(), targets, ignore_index))
+            correct += _count_correct(logits.detach(), targets, ignore_index)
+    count = int(count)
     if count == 0:
         raise ValueError("the training loader yielded no valid targets; check the dataset and the batch size.")
-    return loss_sum / count, (correct / count if loss_fn is not None else None)
+    return float(loss_sum) / count, (int(correct) / count if loss_fn is not None else None)
 
 
 def _is_better(score: float, best: float | None, monitor: str) -> bool:
@@ -303,7 +317,7 @@ def fit(model: torch.nn.Module, train_loader, optimizer: torch.optim.Optimizer, 
         raise ValueError("ReduceLROnPlateau needs a metric, so it is stepped per epoch; use scheduler_interval='epoch'.")
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
-    device = torch.device(device) if device is not None else config.get_device()
+    device = _resolve(device)
     model.to(device)
     history = History(monitor=monitor)
     best_state = None
@@ -339,7 +353,7 @@ def fit(model: torch.nn.Module, train_loader, optimizer: torch.optim.Optimizer, 
                 save_checkpoint(checkpoint_path, model, optimizer, epoch=epoch, history=history.to_dict())
         bar.set_postfix({k: f"{v:.3f}" for k, v in line.items()})
         if verbose:
-            print(f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.3f}" for k, v in line.items()))
+            tqdm.write(f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.3f}" for k, v in line.items()))
     bar.close()
     if restore_best and best_state is not None:
         model.load_state_dict(best_state)

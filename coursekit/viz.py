@@ -202,7 +202,7 @@ def show_pair(image, target, palette=None, class_names=None, title=None, mean=No
                              titles=None if title is None else [title], mean=mean, std=std)
 
 
-def show_images(images, titles=None, mean=None, std=None, columns: int = 8) -> Figure:
+def show_images(images, titles=None, mean=None, std=None, columns: int = 8, panel_inches: float = 1.6) -> Figure:
     """A grid of images with a title under each, e.g. samples and their class names.
 
     Args:
@@ -210,6 +210,7 @@ def show_images(images, titles=None, mean=None, std=None, columns: int = 8) -> F
         titles: one string per image (class name, "true / predicted", ...).
         mean, std: normalisation to undo on tensor images (see ``denormalize``).
         columns: images per row.
+        panel_inches: width of one image in the figure.
 
     Returns:
         The figure.
@@ -220,7 +221,8 @@ def show_images(images, titles=None, mean=None, std=None, columns: int = 8) -> F
                          + (f" and {len(titles)} titles" if titles is not None else ""))
     columns = min(columns, len(images))
     rows = -(-len(images) // columns)
-    fig, axes = plt.subplots(rows, columns, squeeze=False, figsize=(1.6 * columns, 1.8 * rows))
+    fig, axes = plt.subplots(rows, columns, squeeze=False,
+                             figsize=(panel_inches * columns, (panel_inches + 0.2) * rows))
     for index, ax in enumerate(axes.flat):
         ax.axis("off")
         if index < len(images):

@@ -170,6 +170,15 @@ def test_evaluate_divides_by_the_evaluated_set_not_the_batches():
     np.testing.assert_allclose(scores["class_accuracy"], [1.0, 0.0])
 
 
+def test_evaluate_with_ignore_index_none_counts_class_255():
+    logits = torch.zeros(2, 300)
+    logits[:, 255] = 1.0
+    loader = DataLoader(TensorDataset(logits, torch.tensor([255, 3])), batch_size=2)
+    scores = engine.evaluate(nn.Identity(), loader, device="cpu", ignore_index=None)
+    assert scores["count"] == 2 and scores["accuracy"] == pytest.approx(0.5)
+    assert engine.evaluate(nn.Identity(), loader, device="cpu")["count"] == 1  # 255 is skipped by default
+
+
 def test_evaluate_segmentation_skips_ignored_pixels_and_restores_the_mode():
     # logits N×K×H×W that predict class 1 on the left column and class 0 on the right one.
     logits = torch.zeros(2, 3, 2, 2)
@@ -199,6 +208,20 @@ def test_fit_trains_a_segmentation_model_and_monitors_miou():
     history = engine.fit(model, loader, torch.optim.SGD(model.parameters(), lr=0.5), nn.CrossEntropyLoss(ignore_index=255),
                          epochs=5, val_loader=loader, monitor="miou", device="cpu", verbose=False)
     assert history.val_miou[-1] > 0.9 and history.best_score == max(history.val_miou)
+
+
+def test_fit_skips_a_batch_whose_targets_are_all_ignored():
+    images = torch.randn(4, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    targets = (images[:, 0] > 0).long()
+    targets[:2] = 255  # the first batch of two is all void: its mean loss is 0/0
+    torch.manual_seed(0)
+    model = nn.Conv2d(1, 2, kernel_size=1)
+    with torch.no_grad():
+        expected = nn.functional.cross_entropy(model(images[2:]), targets[2:]).item()
+    history = engine.fit(model, DataLoader(TensorDataset(images, targets), batch_size=2),
+                         torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(ignore_index=255),
+                         device="cpu", verbose=False)
+    assert history.train_loss == [pytest.approx(expected)]  # the void batch neither counts nor updates
 
 
 def test_evaluate_reads_torchvision_style_dict_outputs():

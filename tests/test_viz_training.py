@@ -57,7 +57,8 @@ def test_plot_per_class_single_and_grouped_series():
 def test_show_images_titles_each_image_and_hides_empty_cells():
     images = torch.rand(5, 3, 8, 8)
     fig = viz.show_images(images, titles=[f"img {i}" for i in range(5)], columns=3)
-    assert len(fig.axes) == 6
+    assert len(fig.axes) == 6 and tuple(fig.get_size_inches()) == pytest.approx((4.8, 3.6))
+    assert tuple(viz.show_images(images[:2], panel_inches=3.0).get_size_inches()) == pytest.approx((6.0, 3.2))
     assert [ax.get_title() for ax in fig.axes] == ["img 0", "img 1", "img 2", "img 3", "img 4", ""]
     normalised = (images - 0.5) / 0.25
     shown = viz.show_images(normalised, mean=[0.5] * 3, std=[0.25] * 3).axes[0].get_images()[0].get_array()
