@@ -90,6 +90,8 @@ def seed_everything(seed: int = 0, deterministic: bool = True) -> torch.Generato
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # Deterministic mode would also fill every new tensor with NaN first: pure cost, no determinism gained.
+        torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     generator = torch.Generator()

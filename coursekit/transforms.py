@@ -80,6 +80,18 @@ def crop_with_void(image, target, top: int, left: int, height: int, width: int) 
     return F.crop(image, top, left, height, width), _on_target(F.crop, target, top, left, height, width)
 
 
+def resize_pair(image, target, size: tuple[int, int]) -> Pair:
+    """Resize both to ``size = (height, width)``: the image bilinearly, the target with pixel-centred nearest.
+
+    Nearest-neighbour samples at pixel centres (PIL's ``NEAREST``, torch's
+    ``nearest-exact``), as the bilinear image does, so no class id is invented
+    and the target stays aligned with the image.
+    """
+    image = F.resize(image, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
+    target = _on_target(F.resize, target, list(size), interpolation=InterpolationMode.NEAREST_EXACT)
+    return image, target
+
+
 def _centre_offset(length: int, crop: int) -> int:
     """Where a centred crop of ``crop`` pixels starts (negative when it overhangs), as torchvision rounds it."""
     if length >= crop:
@@ -166,6 +178,23 @@ class JointCenterCrop:
         return f"{type(self).__name__}(size={self.size})"
 
 
+class JointResize:
+    """Resize image and target to one fixed size (image bilinear, target nearest).
+
+    Args:
+        size: an int for a square or ``(height, width)``.
+    """
+
+    def __init__(self, size: int | Sequence[int]):
+        self.size = _pair_size(size)
+
+    def __call__(self, image, target) -> Pair:
+        return resize_pair(image, target, self.size)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size})"
+
+
 class RandomFlip:
     """Flip image and target left-right together with probability ``p``.
 
@@ -227,9 +256,7 @@ class RandomResizeCrop:
     def __call__(self, image, target) -> Pair:
         top, left, box_h, box_w = self.get_params(*spatial_size(image))
         image, target = crop_with_void(image, target, top, left, box_h, box_w)
-        image = F.resize(image, list(self.size), interpolation=InterpolationMode.BILINEAR, antialias=True)
-        target = _on_target(F.resize, target, list(self.size), interpolation=InterpolationMode.NEAREST_EXACT)
-        return image, target
+        return resize_pair(image, target, self.size)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(min_scale={self.min_scale}, max_scale={self.max_scale}, "

@@ -318,7 +318,7 @@ def plot_per_class(values, class_names: Sequence[str], title: str = "Per-class a
         if scores.shape != (k,):
             raise ValueError(f"{name!r} has {scores.size} values but there are {k} class names.")
     width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * k * len(series)), 3.5))
+    fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 0.25 * k * len(series) + 2)), 3.5))
     for index, (name, scores) in enumerate(series.items()):
         ax.bar(np.arange(k) + (index - (len(series) - 1) / 2) * width, scores, width, label=name)
     ax.set_xticks(range(k), class_names, rotation=45, ha="right")

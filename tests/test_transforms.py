@@ -215,3 +215,27 @@ def test_joint_normalize_asks_for_tensors_first():
         T.JointNormalize()(image, target)
     with pytest.raises(ValueError, match="std > 0"):
         T.JointNormalize((0.5,), (0.0,))
+
+
+@pytest.mark.parametrize("as_tensors", [False, True])
+def test_joint_resize_matches_torchvision_and_keeps_ids(as_tensors):
+    image, target = pil_pair(30, 40)
+    if as_tensors:
+        image, target = T.JointToTensor()(image, target)
+    img, tgt = T.JointResize((17, 23))(image, target)
+    assert T.spatial_size(img) == T.spatial_size(tgt) == (17, 23)
+    expected = F.resize(image, [17, 23], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    mask = F.resize(as_mask(target) if not as_tensors else tv_tensors.Mask(target), [17, 23],
+                    interpolation=InterpolationMode.NEAREST_EXACT)
+    assert np.array_equal(np.asarray(img), np.asarray(expected))
+    assert np.array_equal(np.asarray(tgt).astype(np.int64), mask.numpy())
+    assert set(np.unique(np.asarray(tgt))) <= set(np.unique(np.asarray(target)))
+    assert repr(T.JointResize(8)) == "JointResize(size=(8, 8))"
+    with pytest.raises(ValueError, match="positive"):
+        T.JointResize(0)
+
+
+def test_resize_pair_is_the_resize_of_random_resize_crop():
+    image, target = pil_pair(30, 40)
+    img, tgt = T.resize_pair(image, target, (12, 9))
+    assert img.size == tgt.size == (9, 12)
