@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .. import config, engine
 from ..models.classifier import Net
-from .report import expect, expect_close, fail, passed, run_student
+from .report import expect, expect_close, expect_number, fail, passed, run_student
 
 _NET_HINT = ("follow the handout: conv1 = Conv2d(3, 6, 5), pool = MaxPool2d(2, 2), conv2 = Conv2d(6, 16, 5), "
              "fc1 = Linear(16 * 5 * 5, 120), fc2 = Linear(120, 84), fc3 = Linear(84, 10); "
@@ -156,10 +156,8 @@ def check_accuracy(accuracy, num_images: int = 250, batch_size: int = 64) -> Non
     model.calls.clear()
     model.train()
     got = run_student("accuracy", accuracy, model, loader)
-    if isinstance(got, torch.Tensor) and got.numel() == 1:
-        got = got.item()
-    expect(isinstance(got, (int, float)), "accuracy must return a number", "a float in [0, 1]",
-           type(got).__name__, "return correct / total as a Python float.")
+    got = expect_number("accuracy must return a number", got, "a float in [0, 1]",
+                        "return correct / total as a Python float.")
     expect(model.calls, "accuracy never called the model", "model(images) for every batch", "no calls",
            "loop over the loader and compare model(images).argmax(dim=1) with the labels.")
     expect(not any(training for training, _ in model.calls), "the model ran in training mode",

@@ -1,6 +1,8 @@
 """How every check reports: one failure format, one success line."""
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 
@@ -42,3 +44,16 @@ def run_student(what: str, fn, *args, **kwargs):
     except NotImplementedError:
         fail(f"{what} is not implemented yet", "your implementation", "NotImplementedError",
              "fill in the code between the exercise markers, then run this check again.")
+
+
+def expect_number(what: str, got, expected: str, hint: str) -> float:
+    """``got`` as a float: a Python number or a one-element tensor; anything else fails.
+
+    Args:
+        what: the failure's first line, e.g. ``"accuracy must return a number"``.
+        expected: how the expected value is described, e.g. ``"a float in [0, 1]"``.
+    """
+    if hasattr(got, "numel") and got.numel() == 1:
+        got = got.item()
+    expect(isinstance(got, numbers.Real) and not isinstance(got, bool), what, expected, type(got).__name__, hint)
+    return float(got)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 
 import numpy as np
 import torch
@@ -29,7 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .. import config, engine
 from ..metrics import ConfusionMatrix, eval_semantic_segmentation
-from .report import CheckFailed, expect, expect_close, fail, passed, run_student
+from .report import CheckFailed, expect, expect_close, expect_number, fail, passed, run_student
 
 VOID = 255
 # (N, H, W) of the random inputs of check_output_shape: odd sizes, so rounding in
@@ -144,10 +143,8 @@ def check_miou(miou_fn) -> None:
     expect(torch.equal(targets, kept), "your mIoU function changed the targets it was given",
            "the targets unchanged (void still 255)", "void pixels rewritten",
            ".cpu().numpy() of a CPU tensor shares its memory: take .copy() of the array before setting 255 to -1.")
-    if isinstance(got, torch.Tensor) and got.numel() == 1:
-        got = got.item()
-    expect(isinstance(got, numbers.Real), "your mIoU function must return a number", "a float",
-           type(got).__name__, "return eval_semantic_segmentation(...)['miou'].")
+    got = expect_number("your mIoU function must return a number", got, "a float",
+                        "return eval_semantic_segmentation(...)['miou'].")
     matrix = ConfusionMatrix(logits.shape[1], ignore_index=VOID)
     matrix.update(logits.argmax(dim=1), targets)
     expected = matrix.compute()["miou"]
@@ -275,10 +272,8 @@ def check_validation(validate_fn, num_classes: int = 5) -> None:
     expect(max(size for _, _, size in calls) > 1, "your validation loop runs the net one image at a time",
            "whole batches from the loader (sizes 3, 3, 1)", "batches of 1",
            "pass each batch as it comes from the loader; batching is what makes validation fast.")
-    if isinstance(got, torch.Tensor) and got.numel() == 1:
-        got = got.item()
-    expect(isinstance(got, numbers.Real), "your validation loop must return the mIoU", "a float",
-           type(got).__name__, "return one number: the mIoU over the whole set.")
+    got = expect_number("your validation loop must return the mIoU", got, "a float",
+                        "return one number: the mIoU over the whole set.")
     if math.isclose(float(got), per_batch, rel_tol=1e-9):
         fail("your validation loop averages per-batch mIoU values", expected, float(got),
              "a mean of per-batch mIoUs weights small batches and rare classes wrongly: accumulate every "
