@@ -1,4 +1,4 @@
-"""The ``coursekit`` command: ``coursekit data``, ``coursekit execute``."""
+"""The ``coursekit`` command: ``coursekit data``, ``coursekit execute``, ``coursekit tolerances``."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +24,27 @@ def _cmd_execute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tolerances(args: argparse.Namespace) -> int:
+    from . import notebooks
+
+    failed = False
+    for path in args.notebooks:
+        entries, problems = notebooks.measure_tolerances(path, timeout=args.timeout)
+        for problem in problems:
+            print(f"{path}: {problem}", file=sys.stderr)
+        if problems:
+            failed = True
+            print(f"{path}: tolerance table NOT written: outputs moved outside training-output cells or "
+                  f"beyond their numbers", file=sys.stderr)
+            continue
+        moved = [e for e in entries if e.deviation]
+        print(f"{path}: {len(entries)} training numbers, {len(moved)} moved on the simulated machines")
+        for entry in moved:
+            print(f"  {entry.stored:>8} deviation {entry.deviation:<8g} tolerance {entry.tolerance:<8g} "
+                  f"{entry.context[:90]}")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``coursekit`` command."""
     parser = argparse.ArgumentParser(prog="coursekit", description=__doc__)
@@ -36,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     execute.add_argument("--profile", default="ci", choices=config.PROFILES)
     execute.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
     execute.set_defaults(func=_cmd_execute)
+    tolerances = sub.add_parser("tolerances", help="run notebooks on simulated other machines and write the "
+                                "tolerance tables of their training numbers")
+    tolerances.add_argument("notebooks", nargs="+")
+    tolerances.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
+    tolerances.set_defaults(func=_cmd_tolerances)
     return parser
 
 

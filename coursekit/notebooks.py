@@ -1,4 +1,5 @@
-"""Execute the course notebooks so their stored outputs are a known profile's run."""
+"""Execute the course notebooks so their stored outputs are a known profile's run, and measure how
+much their training numbers move on other machines."""
 from __future__ import annotations
 
 import os
@@ -8,40 +9,84 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from . import config
+from . import config, regression
+
+# Runs that simulate other machines on this one: other instruction sets for ATen, oneDNN, MKL and
+# OpenBLAS kernels, and other thread counts (which split reductions differently).
+AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2", "OPENBLAS_CORETYPE": "Haswell"}
+SIMULATED_MACHINES: dict[str, dict[str, str]] = {
+    "avx2": AVX2,
+    "aten-default": {"ATEN_CPU_CAPABILITY": "default"},
+    "1-thread": {"OMP_NUM_THREADS": "1"},
+    "3-threads": {"OMP_NUM_THREADS": "3"},
+    "4-threads": {"OMP_NUM_THREADS": "4"},
+    "avx2-1-thread": {**AVX2, "OMP_NUM_THREADS": "1"},
+    "aten-default-4-threads": {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "4"},
+}
 
 
-def execute(path: str | os.PathLike, profile: str = "ci", timeout: int = 900) -> float:
-    """Run every cell of the notebook at ``path`` in ``profile`` and store the outputs in place.
+def run(path: str | os.PathLike, profile: str = "ci", timeout: int = 900,
+        env: dict[str, str] | None = None) -> tuple[nbformat.NotebookNode, float]:
+    """Run every cell of the notebook at ``path`` in ``profile`` in a fresh kernel.
 
-    The kernel runs in the notebook's folder with ``COURSEKIT_PROFILE`` set,
-    so the stored outputs are exactly what nbval later compares against.
-
-    Args:
-        path: the ``.ipynb`` file; it is rewritten only after a successful run.
-        profile: one of ``config.PROFILES``.
-        timeout: seconds allowed per cell.
+    The kernel runs in the notebook's folder with ``COURSEKIT_PROFILE`` set and
+    ``env`` added to this process's environment; the file is not changed.
 
     Returns:
-        The wall-clock seconds the run took.
+        ``(notebook, seconds)``: the executed notebook and the wall-clock time.
     """
     if profile not in config.PROFILES:
         raise ValueError(f"profile {profile!r} is not one of {', '.join(config.PROFILES)}")
     path = Path(path)
     notebook = nbformat.read(path, as_version=4)
-    previous = os.environ.get("COURSEKIT_PROFILE")
-    os.environ["COURSEKIT_PROFILE"] = profile
+    kernel_env = {**os.environ, **(env or {}), "COURSEKIT_PROFILE": profile}
     start = time.perf_counter()
-    try:
-        NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent.resolve())}}).execute()
-    finally:
-        if previous is None:
-            os.environ.pop("COURSEKIT_PROFILE", None)
-        else:
-            os.environ["COURSEKIT_PROFILE"] = previous
-    seconds = time.perf_counter() - start
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent.resolve())}}).execute(env=kernel_env)
+    return notebook, time.perf_counter() - start
+
+
+def execute(path: str | os.PathLike, profile: str = "ci", timeout: int = 900) -> float:
+    """Run the notebook at ``path`` (see ``run``) and store its outputs in place; returns the seconds taken.
+
+    The file is rewritten only after a successful run, atomically.
+    """
+    path = Path(path)
+    notebook, seconds = run(path, profile, timeout)
+    _write(notebook, path)
+    return seconds
+
+
+def measure_tolerances(path: str | os.PathLike, machines: dict[str, dict[str, str]] | None = None,
+                       timeout: int = 900, progress=print) -> tuple[list[regression.Entry], list[str]]:
+    """Run the notebook once per simulated machine and write its tolerance table.
+
+    The stored outputs are the reference (``execute`` them first): every number of
+    a ``training-output`` cell gets the largest deviation seen across the runs and
+    its tolerance (``regression.derive``), positions counted after the patterns of
+    ``sanitize.cfg`` beside the notebook, as nbval applies them. The table is
+    written only when no output moved where it may not.
+
+    Returns:
+        ``(entries, problems)`` as ``regression.derive`` gives them.
+    """
+    path = Path(path)
+    machines = SIMULATED_MACHINES if machines is None else machines
+    stored = nbformat.read(path, as_version=4)
+    runs = {}
+    for name, env in machines.items():
+        notebook, seconds = run(path, "ci", timeout, env)
+        progress(f"{path.name}: run {name} ({' '.join(f'{k}={v}' for k, v in env.items())}) took {seconds:.0f} s")
+        runs[name] = notebook.cells
+    config_path = path.parent / "sanitize.cfg"
+    sanitize = regression.sanitizer(config_path) if config_path.exists() else (lambda text: text)
+    entries, problems = regression.derive(stored.cells, runs, sanitize)
+    if not problems:
+        regression.save(regression.table_path(path), entries, machines, path.name)
+    return entries, problems
+
+
+def _write(notebook: nbformat.NotebookNode, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     nbformat.write(notebook, tmp)
     os.replace(tmp, path)
-    return seconds

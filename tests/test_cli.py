@@ -11,6 +11,7 @@ def test_parser_knows_the_commands():
     assert args.notebooks == ["a.ipynb"] and args.profile == "cpu"
     with pytest.raises(SystemExit):
         parser.parse_args(["execute", "a.ipynb", "--profile", "gpu"])
+    assert parser.parse_args(["tolerances", "a.ipynb", "b.ipynb"]).notebooks == ["a.ipynb", "b.ipynb"]
 
 
 def _notebook(path):

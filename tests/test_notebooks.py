@@ -54,3 +54,27 @@ def test_notebook_reads_its_profile_and_records_results(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_explanation_comes_first(path):
     assert _cells(path)[0].cell_type == "markdown"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_tolerance_table_matches_the_stored_outputs(path):
+    """Every number of a training-output cell has a measured tolerance, and no entry is stale."""
+    from nbval.plugin import coalesce_streams
+
+    from coursekit import regression
+
+    table = regression.load(regression.table_path(path))
+    sanitize = regression.sanitizer(path.parent / "sanitize.cfg")
+    expected = {}
+    for cell in _cells(path):
+        if cell.cell_type != "code" or regression.TAG not in cell.metadata.get("tags", []):
+            continue
+        for slot, text in regression.text_slots(coalesce_streams(cell.outputs), sanitize).items():
+            for row, matches in enumerate(regression.numbers_by_line(text)):
+                for index, match in enumerate(matches):
+                    expected[(cell.id, slot, row, index)] = match.group()
+    stale = sorted(set(table) ^ set(expected)) + sorted(k for k in set(table) & set(expected)
+                                                         if table[k].stored != expected[k])
+    assert not stale, (f"the tolerance table of {path.name} does not match its stored outputs at {stale[:3]}...; "
+                       f"run `make notebooks NOTEBOOKS={path.relative_to(REPO_ROOT)}` to refresh both together")
+    assert all(entry.tolerance >= 0 for entry in table.values())
