@@ -11,7 +11,7 @@ Which numbers, and how much:
 
 * Cells whose outputs come from training carry the cell tag ``training-output``.
   Every other cell is compared exactly, as nbval does.
-* ``notebooks/tolerances/<notebook>.json`` (a ``TOLERANCES`` table) holds one
+* ``notebooks/tolerances/<notebook>.json``, the notebook's tolerance table, holds one
   entry per number of a tagged cell: where it is (cell id, output, line,
   position), its stored text, the largest deviation measured across runs that
   simulate other machines (``measure``), and its tolerance: four times that
