@@ -81,19 +81,7 @@ def text_slots(outputs: list[dict], sanitize=lambda s: s) -> dict[str, str]:
     Streams are keyed by their name, display data and results by ``text/plain``;
     the ordinal counts outputs of the same kind, as nbval pairs them.
     """
-    slots, counts = {}, {}
-    for output in outputs:
-        if output.get("output_type") == "stream":
-            kind, text = output.get("name", "stdout"), output.get("text", "")
-        elif "data" in output and "text/plain" in output["data"]:
-            kind, text = "text/plain", output["data"]["text/plain"]
-        else:
-            continue
-        text = "".join(text) if isinstance(text, list) else text
-        ordinal = counts.get(kind, 0)
-        counts[kind] = ordinal + 1
-        slots[f"{kind}:{ordinal}"] = sanitize(text)
-    return slots
+    return {slot: sanitize(_get_text(output, field)) for slot, output, field in _slots(outputs)}
 
 
 def numbers_by_line(text: str) -> list[list[re.Match]]:
@@ -207,19 +195,11 @@ def check_numbers(cell_id: str, stored: list[dict], fresh: list[dict], table: di
     stored, fresh = _sanitized(stored, sanitize), _sanitized(fresh, sanitize)
     stored_slots = text_slots(stored)
     failures = []
-    counts: dict[str, int] = {}
-    for output in fresh:
-        kind, field = _text_field(output)
-        if kind is None:
-            continue
-        ordinal = counts.get(kind, 0)
-        counts[kind] = ordinal + 1
-        slot = f"{kind}:{ordinal}"
+    for slot, output, field in _slots(fresh):
         reference = stored_slots.get(slot)
         if reference is None:
             continue
-        text = output[field] if field == "text" else output["data"]["text/plain"]
-        lines, reference_lines = text.split("\n"), reference.split("\n")
+        lines, reference_lines = _get_text(output, field).split("\n"), reference.split("\n")
         if len(lines) != len(reference_lines):
             continue  # the exact comparison reports it
         for row, (line, reference_line) in enumerate(zip(lines, reference_lines)):
@@ -239,10 +219,7 @@ def check_numbers(cell_id: str, stored: list[dict], fresh: list[dict], table: di
                         failures.append(describe(entry, token, reference_line))
                 pieces.append(token)
             lines[row] = "".join(pieces) + line[end:]
-        if field == "text":
-            output["text"] = "\n".join(lines)
-        else:
-            output["data"]["text/plain"] = "\n".join(lines)
+        _set_text(output, field, "\n".join(lines))
     return stored, fresh, failures
 
 
@@ -266,6 +243,8 @@ def name_of(entry: Entry, line: str) -> str:
 
 
 def _text_field(output: dict) -> tuple[str | None, str | None]:
+    """``(kind, field)`` of an output with comparable text (``('stdout', 'text')``, ``('text/plain', 'data')``),
+    or ``(None, None)``."""
     if output.get("output_type") == "stream":
         return output.get("name", "stdout"), "text"
     if "data" in output and "text/plain" in output["data"]:
@@ -273,18 +252,34 @@ def _text_field(output: dict) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _sanitized(outputs: list[dict], sanitize) -> list[dict]:
-    result = copy.deepcopy(outputs)
-    for output in result:
+def _slots(outputs: list[dict]):
+    """Yield ``(slot, output, field)`` for each output with comparable text; slots as in ``text_slots``."""
+    counts: dict[str, int] = {}
+    for output in outputs:
         kind, field = _text_field(output)
         if kind is None:
             continue
-        if field == "text":
-            text = output["text"]
-            output["text"] = sanitize("".join(text) if isinstance(text, list) else text)
-        else:
-            text = output["data"]["text/plain"]
-            output["data"]["text/plain"] = sanitize("".join(text) if isinstance(text, list) else text)
+        ordinal = counts.get(kind, 0)
+        counts[kind] = ordinal + 1
+        yield f"{kind}:{ordinal}", output, field
+
+
+def _get_text(output: dict, field: str) -> str:
+    text = output["text"] if field == "text" else output["data"]["text/plain"]
+    return "".join(text) if isinstance(text, list) else text
+
+
+def _set_text(output: dict, field: str, text: str) -> None:
+    if field == "text":
+        output["text"] = text
+    else:
+        output["data"]["text/plain"] = text
+
+
+def _sanitized(outputs: list[dict], sanitize) -> list[dict]:
+    result = copy.deepcopy(outputs)
+    for _, output, field in _slots(result):
+        _set_text(output, field, sanitize(_get_text(output, field)))
     return result
 
 
