@@ -1,35 +1,115 @@
-"""The ``coursekit`` command: ``coursekit data``, ``coursekit execute``, ``coursekit tolerances``."""
+"""The ``coursekit`` command (also ``python -m coursekit``).
+
+Parsing needs nothing heavy: torch and the notebook tools are imported only by
+the command that runs, so ``coursekit --help`` answers at once. Mistakes a user
+can fix (a missing file, an unknown profile or dataset, a missing extra) end in
+one line on stderr and exit status 1, never in a traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import config
+from . import __version__, config
+
+DISTRIBUTION = "coursekit-cv"
+# The dataset names of coursekit.data.status.DATASETS (kept here so that parsing does not import torch;
+# a test keeps the two equal).
+DATASET_NAMES = ("mnist", "cifar10", "cmp_facade", "cmp_facade/extended", "voc", "flowers17")
+
+DESCRIPTION = """\
+The course kit's command line: datasets, and running the course notebooks.
+Run `coursekit COMMAND --help` for a command's options."""
+
+EPILOG = """\
+environment:
+  COURSEKIT_DATA       data roots searched first, separated by ':' (';' on Windows)
+  COURSEKIT_HOME       the kit's own folder (data/ download cache, checkpoints/);
+                       default: the source checkout, or ~/.cache/coursekit when installed
+  COURSEKIT_PROFILE    ci, cpu or full (default: full with CUDA, else cpu)
+  COURSEKIT_DEVICE     cuda, mps or cpu (default: the best available)
+  COURSEKIT_SYNTHETIC  1 lets generated stand-in data replace missing VOC or flower
+                       masks outside the ci profile
+
+exit status: 0 success; 1 a dataset is not usable, a notebook failed or a
+mistake in the request (the reason is printed); 2 the arguments do not parse."""
+
+
+class CommandError(Exception):
+    """A mistake the user can fix; ``main`` prints its message as one line and exits with 1."""
+
+
+def _needs(extra: str, command: str):
+    """Import the notebook tools for ``command``, or say which extra installs them."""
+    try:
+        from . import notebooks
+    except ModuleNotFoundError as exc:
+        raise CommandError(f"`coursekit {command}` needs {exc.name}, which the {extra!r} extra installs: "
+                           f"pip install '{DISTRIBUTION}[{extra}]'") from None
+    return notebooks
+
+
+def _check_profile_variable() -> None:
+    try:
+        config.profile_name()
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
+    _check_profile_variable()
     from .data import status
 
-    rows = status.prepare_all(download=not args.no_download)
+    entries = [e for e in status.DATASETS if not args.datasets or e.key in args.datasets]
+    rows = [status.prepare(entry, download=not args.no_download) for entry in entries]
     print(status.format_table(rows))
-    return 0 if all(row.ok for row in rows) or args.no_download else 1
+    unusable = [row.dataset for row in rows if not row.ok]
+    if unusable:
+        print(f"coursekit: not usable: {', '.join(unusable)} (see the status column)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _notebook_paths(args: argparse.Namespace) -> list:
+    from pathlib import Path
+
+    paths = [Path(p) for p in args.notebooks]
+    for path in paths:
+        if not path.is_file():
+            raise CommandError(f"{path}: no such notebook")
+        if path.suffix != ".ipynb":
+            raise CommandError(f"{path}: not a notebook (expected a .ipynb file)")
+    return paths
 
 
 def _cmd_execute(args: argparse.Namespace) -> int:
-    from . import notebooks
-
-    for path in args.notebooks:
-        seconds = notebooks.execute(path, profile=args.profile, timeout=args.timeout)
+    paths = _notebook_paths(args)
+    notebooks = _needs("build", "execute")
+    for path in paths:
+        try:
+            seconds = notebooks.execute(path, profile=args.profile, timeout=args.timeout)
+        except notebooks.NotebookError as exc:
+            print(f"coursekit: {exc}", file=sys.stderr)
+            return 1
         print(f"executed {path} in the {args.profile} profile ({seconds:.0f} s)")
     return 0
 
 
 def _cmd_tolerances(args: argparse.Namespace) -> int:
-    from . import notebooks
-
+    paths = _notebook_paths(args)
+    notebooks = _needs("test", "tolerances")
+    try:
+        import nbval  # noqa: F401  (the tolerance derivation counts positions as nbval does)
+    except ModuleNotFoundError:
+        raise CommandError(f"`coursekit tolerances` needs nbval, which the 'test' extra installs: "
+                           f"pip install '{DISTRIBUTION}[test]'") from None
     failed = False
-    for path in args.notebooks:
-        entries, problems = notebooks.measure_tolerances(path, timeout=args.timeout)
+    for path in paths:
+        try:
+            entries, problems = notebooks.measure_tolerances(path, timeout=args.timeout)
+        except notebooks.NotebookError as exc:
+            print(f"coursekit: {exc}", file=sys.stderr)
+            return 1
         for problem in problems:
             print(f"{path}: {problem}", file=sys.stderr)
         if problems:
@@ -45,22 +125,64 @@ def _cmd_tolerances(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _seconds(text: str) -> int:
+    """argparse type: a whole number of seconds, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number of seconds")
+    return value
+
+
+def _dataset(text: str) -> str:
+    """argparse type: one of ``DATASET_NAMES``."""
+    if text not in DATASET_NAMES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a dataset; choose from {', '.join(DATASET_NAMES)}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``coursekit`` command."""
-    parser = argparse.ArgumentParser(prog="coursekit", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    data = sub.add_parser("data", help="fetch and verify every dataset, then print a status table")
-    data.add_argument("--no-download", action="store_true", help="only look for datasets already present")
+    """The argument parser of the ``coursekit`` command (plain-text help, every option described)."""
+    parser = argparse.ArgumentParser(prog="coursekit", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__} ({DISTRIBUTION})")
+    sub = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND",
+                                help="one of the commands below")
+
+    data = sub.add_parser("data", help="find (or download) and verify the datasets; print a status table",
+                          description="Find each dataset under the data roots, download what is missing "
+                                      "(unless --no-download), verify it and print one row per dataset. "
+                                      "Exit status 1 when any requested dataset is not usable.")
+    data.add_argument("datasets", nargs="*", metavar="DATASET", type=_dataset,
+                      help=f"datasets to prepare (default: all): {', '.join(DATASET_NAMES)}")
+    data.add_argument("--no-download", action="store_true",
+                      help="only look for datasets already present; never use the network")
     data.set_defaults(func=_cmd_data)
-    execute = sub.add_parser("execute", help="run notebooks and store their outputs")
-    execute.add_argument("notebooks", nargs="+")
-    execute.add_argument("--profile", default="ci", choices=config.PROFILES)
-    execute.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
+
+    execute = sub.add_parser("execute", help="run notebooks in a profile and store their outputs in them",
+                             description="Run each notebook top to bottom in a fresh kernel and, when every "
+                                         "cell succeeded, store the outputs in the file (atomically). "
+                                         "A failing notebook is left as it was.")
+    execute.add_argument("notebooks", nargs="+", metavar="NOTEBOOK", help="notebook files (.ipynb)")
+    execute.add_argument("--profile", default="ci", choices=config.PROFILES,
+                         help="how much the notebooks train: ci (tiny, the stored outputs), cpu or full "
+                              "(default: ci)")
+    execute.add_argument("--timeout", type=_seconds, default=900, metavar="SECONDS",
+                         help="seconds one cell may run before the run fails (default: 900)")
     execute.set_defaults(func=_cmd_execute)
-    tolerances = sub.add_parser("tolerances", help="run notebooks on simulated other machines and write the "
-                                "tolerance tables of their training numbers")
-    tolerances.add_argument("notebooks", nargs="+")
-    tolerances.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
+
+    tolerances = sub.add_parser("tolerances", help="re-run notebooks as simulated other machines; write the "
+                                "tolerance tables of their training numbers",
+                                description="Run each notebook in the ci profile once per simulated machine "
+                                            "(other CPU kernels, other thread counts) and write "
+                                            "notebooks/tolerances/<notebook>.json from the deviations seen. "
+                                            "Run `coursekit execute` first: the stored outputs are the "
+                                            "reference.")
+    tolerances.add_argument("notebooks", nargs="+", metavar="NOTEBOOK", help="notebook files (.ipynb)")
+    tolerances.add_argument("--timeout", type=_seconds, default=900, metavar="SECONDS",
+                            help="seconds one cell may run before the run fails (default: 900)")
     tolerances.set_defaults(func=_cmd_tolerances)
     return parser
 
@@ -68,7 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except CommandError as exc:
+        print(f"coursekit: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("coursekit: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,11 @@ Environment variables
 ``COURSEKIT_PROFILE``  ``ci``, ``cpu`` or ``full``; default ``full`` with CUDA, else ``cpu``.
 ``COURSEKIT_DATA``     roots searched for datasets, separated by ``os.pathsep``.
 ``COURSEKIT_SYNTHETIC`` set to ``1`` to allow generated stand-in data outside the ``ci`` profile.
+``COURSEKIT_HOME``     the kit's own folder, holding ``data/`` (the download cache) and ``checkpoints/``;
+                       default: the source checkout when the kit runs from one, else ``~/.cache/coursekit``.
+
+torch and NumPy are imported only by the functions that need them, so that the
+``coursekit`` command answers ``--help`` without loading torch.
 """
 from __future__ import annotations
 
@@ -17,13 +22,45 @@ import functools
 import os
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
 
 PROFILES = ("ci", "cpu", "full")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA_ROOT = REPO_ROOT / "data"
+
+
+def is_checkout() -> bool:
+    """Whether the package runs from a source checkout (``pyproject.toml`` beside it), not an installed copy."""
+    return (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "coursekit").is_dir()
+
+
+def kit_home() -> Path:
+    """The kit's own folder: ``data/`` (download cache) and ``checkpoints/`` live under it.
+
+    ``COURSEKIT_HOME`` sets it (for example a Google Drive folder on Colab, so
+    that downloads survive a new runtime). Otherwise it is the source checkout
+    when the kit runs from one, and ``$XDG_CACHE_HOME/coursekit`` (by default
+    ``~/.cache/coursekit``) for an installed kit, never ``site-packages``.
+    Read at call time.
+    """
+    home = os.environ.get("COURSEKIT_HOME", "").strip()
+    if home:
+        return Path(home).expanduser().resolve()
+    if is_checkout():
+        return REPO_ROOT
+    return (Path(os.environ.get("XDG_CACHE_HOME", "").strip() or "~/.cache").expanduser() / "coursekit").resolve()
+
+
+def default_data_root() -> Path:
+    """The default download cache, ``kit_home() / "data"``; always the last data root searched."""
+    return kit_home() / "data"
+
+
+def checkpoint_dir() -> Path:
+    """Where notebooks save the checkpoints they train: ``kit_home() / "checkpoints"``."""
+    return kit_home() / "checkpoints"
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,6 +70,8 @@ def get_device() -> torch.device:
     ``COURSEKIT_DEVICE`` overrides the choice. The answer is cached, so the
     device is chosen once per process.
     """
+    import torch
+
     forced = os.environ.get("COURSEKIT_DEVICE", "").strip()
     if forced:
         device = torch.device(forced)
@@ -55,6 +94,8 @@ def profile_name() -> str:
     """
     name = os.environ.get("COURSEKIT_PROFILE", "").strip().lower()
     if not name:
+        import torch
+
         return "full" if torch.cuda.is_available() else "cpu"
     if name not in PROFILES:
         raise ValueError(f"COURSEKIT_PROFILE={name!r} is not a profile; use one of {', '.join(PROFILES)}.")
@@ -82,6 +123,9 @@ def seed_everything(seed: int = 0, deterministic: bool = True) -> torch.Generato
     Returns:
         A ``torch.Generator`` seeded with ``seed``, handy for DataLoaders.
     """
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -102,12 +146,12 @@ def seed_everything(seed: int = 0, deterministic: bool = True) -> torch.Generato
 def data_roots() -> list[Path]:
     """The data roots, searched in order for an already-present dataset.
 
-    ``COURSEKIT_DATA`` lists them (``os.pathsep``-separated); the repository's
-    ``data/`` folder always comes last as the default cache.
+    ``COURSEKIT_DATA`` lists them (``os.pathsep``-separated); the default
+    cache ``default_data_root()`` always comes last.
     """
     roots = [Path(p).expanduser().resolve() for p in os.environ.get("COURSEKIT_DATA", "").split(os.pathsep) if p.strip()]
-    if DEFAULT_DATA_ROOT not in roots:
-        roots.append(DEFAULT_DATA_ROOT)
+    if default_data_root() not in roots:
+        roots.append(default_data_root())
     return roots
 
 

@@ -8,8 +8,21 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 from . import config, regression
+
+class NotebookError(RuntimeError):
+    """A notebook did not run to its end: names the notebook, the cell and what went wrong."""
+
+
+def _failed_cell(notebook: nbformat.NotebookNode) -> str:
+    """``'cell 7 (id ab12)'`` for the first code cell with an error output, or ``'a cell'``."""
+    for index, cell in enumerate(notebook.cells):
+        if any(out.get("output_type") == "error" for out in cell.get("outputs", [])):
+            return f"cell {index} (id {cell.get('id', '?')})"
+    return "a cell"
+
 
 # Runs that simulate other machines on this one: other instruction sets for ATen, oneDNN, MKL and
 # OpenBLAS kernels, and other thread counts (which split reductions differently).
@@ -34,15 +47,32 @@ def run(path: str | os.PathLike, profile: str = "ci", timeout: int = 900,
 
     Returns:
         ``(notebook, seconds)``: the executed notebook and the wall-clock time.
+
+    Raises:
+        ValueError: ``profile`` is not a profile.
+        FileNotFoundError: there is no file at ``path``.
+        NotebookError: a cell raised, ran past ``timeout`` seconds or killed its kernel.
     """
     if profile not in config.PROFILES:
         raise ValueError(f"profile {profile!r} is not one of {', '.join(config.PROFILES)}")
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such notebook")
     notebook = nbformat.read(path, as_version=4)
     kernel_env = {**os.environ, **(env or {}), "COURSEKIT_PROFILE": profile}
     start = time.perf_counter()
-    NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent.resolve())}}).execute(env=kernel_env)
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent.resolve())}})
+    try:
+        client.execute(env=kernel_env)
+    except CellTimeoutError as exc:
+        raise NotebookError(f"{path}: a cell ran longer than {timeout} s; raise --timeout or the cell's "
+                            f"profile settings") from exc
+    except DeadKernelError as exc:
+        raise NotebookError(f"{path}: the kernel died in {_failed_cell(notebook)} (out of memory?)") from exc
+    except CellExecutionError as exc:
+        raise NotebookError(f"{path}: {_failed_cell(notebook)} raised {exc.ename}: {exc.evalue}; open the "
+                            f"notebook to see the traceback") from exc
     return notebook, time.perf_counter() - start
 
 

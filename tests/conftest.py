@@ -14,11 +14,11 @@ MIRROR = Path(os.environ.get("COURSEKIT_MIRROR", Path(__file__).resolve().parent
 
 @pytest.fixture
 def data_root(tmp_path, monkeypatch):
-    """A fresh, writable, empty data root that is the only one searched."""
+    """A fresh, writable, empty data root that is the only one searched (it is also ``COURSEKIT_HOME/data``)."""
     root = tmp_path / "data"
     root.mkdir()
     monkeypatch.setenv("COURSEKIT_DATA", str(root))
-    monkeypatch.setattr("coursekit.config.DEFAULT_DATA_ROOT", root)
+    monkeypatch.setenv("COURSEKIT_HOME", str(tmp_path))
     return root
 
 

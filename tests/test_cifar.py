@@ -2,6 +2,7 @@ import dataclasses
 import hashlib
 import os
 import pickle
+import sys
 import tarfile
 
 import numpy as np
@@ -60,6 +61,21 @@ def test_str_keys_are_read_too(tmp_path):
         pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": [1, 2]}, f)
     batch = cifar.read_batch(path)
     assert batch["labels"] == [1, 2] and batch["data"].shape == (2, 3072)
+
+
+def test_batches_pickled_by_numpy_2_load_under_numpy_1(tmp_path, monkeypatch):
+    path = tmp_path / "data_batch_1"
+    batch = {b"data": np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072), b"labels": [3, 5]}
+    # Protocol 2 names classes in text (GLOBAL opcodes): write NumPy 2's module names whichever NumPy runs here.
+    path.write_bytes(pickle.dumps(batch, protocol=2).replace(b"cnumpy.core.", b"cnumpy._core."))
+    assert b"cnumpy._core.multiarray\n_reconstruct" in path.read_bytes()
+    # As under NumPy 1: no numpy._core, so importing numpy._core.multiarray fails; numpy.core has it.
+    monkeypatch.delattr(np, "_core", raising=False)
+    monkeypatch.setitem(sys.modules, "numpy._core.multiarray", None)
+    with pytest.raises(ImportError):
+        pickle.loads(path.read_bytes())
+    loaded = cifar.read_batch(path)
+    assert np.array_equal(loaded["data"], batch[b"data"]) and loaded["labels"] == [3, 5]
 
 
 def test_batch_files_cannot_run_code(tmp_path):

@@ -1,3 +1,7 @@
+import argparse
+import subprocess
+import sys
+
 import nbformat
 import pytest
 
@@ -47,3 +51,115 @@ def test_failed_execution_leaves_the_notebook_untouched(tmp_path):
     with pytest.raises(Exception, match="boom"):
         notebooks.execute(path)
     assert path.read_text() == before
+
+
+def _one_line_error(capsys, expected):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0] and "Traceback" not in err[0], err
+    return err[0]
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    import coursekit
+    assert capsys.readouterr().out.strip() == f"coursekit {coursekit.__version__} (coursekit-cv)"
+
+
+def test_help_is_plain_text_and_describes_every_option(capsys):
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command in [parser, *subparsers.choices.values()]:
+        for action in command._actions:
+            assert action.help, f"{command.prog}: {action.dest} has no help"
+        text = command.format_help()
+        assert "``" not in text and ":func:" not in text, "reStructuredText markup in the help"
+    assert set(subparsers.choices) == {"data", "execute", "tolerances"}
+    assert "COURSEKIT_HOME" in parser.format_help() and "exit status" in parser.format_help()
+
+
+def test_parsing_the_command_line_does_not_import_torch():
+    probe = "import sys; from coursekit import cli; cli.build_parser().format_help(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_dataset_names_are_the_registrys():
+    from coursekit.data import status
+
+    assert cli.DATASET_NAMES == tuple(entry.key for entry in status.DATASETS)
+
+
+def test_data_exits_1_when_a_requested_dataset_is_missing(data_root, monkeypatch, capsys):
+    monkeypatch.setenv("COURSEKIT_PROFILE", "cpu")
+    assert cli.main(["data", "--no-download", "mnist"]) == 1
+    captured = capsys.readouterr()
+    assert "mnist" in captured.out and "missing" in captured.out
+    assert captured.err.strip() == "coursekit: not usable: mnist (see the status column)"
+
+
+def test_data_exits_0_when_every_requested_dataset_is_usable(data_root, monkeypatch, capsys):
+    from coursekit.data import synthetic
+
+    synthetic.write_mnist(data_root, n_train=20, n_test=10)
+    monkeypatch.setenv("COURSEKIT_PROFILE", "cpu")
+    assert cli.main(["data", "--no-download", "mnist"]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+def test_unknown_dataset_and_bad_timeout_are_usage_errors(capsys):
+    for argv in (["data", "imagenet"], ["execute", "a.ipynb", "--timeout", "-5"], ["execute", "a.ipynb", "--timeout", "x"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2
+    assert "not a dataset" in capsys.readouterr().err
+
+
+def test_unknown_profile_variable_is_one_line(data_root, monkeypatch, capsys):
+    monkeypatch.setenv("COURSEKIT_PROFILE", "fast")
+    assert cli.main(["data", "--no-download"]) == 1
+    _one_line_error(capsys, "COURSEKIT_PROFILE='fast' is not a profile")
+
+
+def test_missing_or_wrong_notebook_file_is_one_line(tmp_path, capsys):
+    assert cli.main(["execute", str(tmp_path / "missing.ipynb")]) == 1
+    _one_line_error(capsys, "missing.ipynb: no such notebook")
+    (tmp_path / "notes.txt").write_text("hello")
+    assert cli.main(["tolerances", str(tmp_path / "notes.txt")]) == 1
+    _one_line_error(capsys, "not a notebook")
+
+
+def test_failing_notebook_exits_1_naming_the_cell(tmp_path, capsys):
+    path = tmp_path / "broken.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
+    nb.cells[1].id = "breaks"
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    assert cli.main(["execute", str(path)]) == 1
+    line = _one_line_error(capsys, "cell 1 (id breaks) raised RuntimeError: boom")
+    assert line.startswith(f"coursekit: {path}")
+
+
+def test_a_cell_past_the_timeout_fails_in_one_line(tmp_path, capsys):
+    path = tmp_path / "slow.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import time\ntime.sleep(30)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    before = path.read_text()
+    assert cli.main(["execute", str(path), "--timeout", "1"]) == 1
+    _one_line_error(capsys, "a cell ran longer than 1 s")
+    assert path.read_text() == before
+
+
+def test_a_missing_extra_is_named(tmp_path, monkeypatch, capsys):
+    import coursekit
+
+    _notebook(tmp_path / "tiny.ipynb")
+    monkeypatch.setitem(sys.modules, "nbclient", None)
+    monkeypatch.delitem(sys.modules, "coursekit.notebooks", raising=False)
+    monkeypatch.delattr(coursekit, "notebooks", raising=False)
+    assert cli.main(["execute", str(tmp_path / "tiny.ipynb")]) == 1
+    _one_line_error(capsys, "pip install 'coursekit-cv[build]'")

@@ -96,9 +96,31 @@ def test_seeded_training_step_is_reproducible():
 def test_data_roots_order_and_default(monkeypatch, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     monkeypatch.setenv("COURSEKIT_DATA", f"{a}{os.pathsep}{b}")
-    assert config.data_roots() == [a.resolve(), b.resolve(), config.DEFAULT_DATA_ROOT]
+    assert config.data_roots() == [a.resolve(), b.resolve(), config.default_data_root()]
     monkeypatch.setenv("COURSEKIT_DATA", "")
-    assert config.data_roots() == [config.DEFAULT_DATA_ROOT]
+    assert config.data_roots() == [config.default_data_root()]
+
+
+def test_kit_home_is_the_checkout_by_default_and_set_by_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("COURSEKIT_HOME", raising=False)
+    assert config.is_checkout() and config.kit_home() == config.REPO_ROOT
+    assert config.default_data_root() == config.REPO_ROOT / "data"
+    monkeypatch.setenv("COURSEKIT_HOME", str(tmp_path / "drive"))
+    assert config.default_data_root() == (tmp_path / "drive" / "data").resolve()
+    assert config.checkpoint_dir() == (tmp_path / "drive" / "checkpoints").resolve()
+
+
+def test_installed_kit_keeps_its_files_in_the_user_cache_not_site_packages(monkeypatch, tmp_path):
+    site_packages = tmp_path / "site-packages"
+    (site_packages / "coursekit").mkdir(parents=True)
+    monkeypatch.setattr(config, "REPO_ROOT", site_packages)
+    monkeypatch.delenv("COURSEKIT_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert not config.is_checkout()
+    assert config.kit_home() == (tmp_path / "cache" / "coursekit").resolve()
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert config.default_data_root() == (tmp_path / "user" / ".cache" / "coursekit" / "data").resolve()
 
 
 def test_writable_root_skips_read_only_roots(monkeypatch, tmp_path):

@@ -139,13 +139,14 @@ def test_read_only_root_is_used_without_writing(tmp_path, monkeypatch):
     read_only, writable = tmp_path / "ro", tmp_path / "rw"
     _write_demo(read_only)
     monkeypatch.setenv("COURSEKIT_DATA", os.pathsep.join([str(read_only), str(writable)]))
-    monkeypatch.setattr("coursekit.config.DEFAULT_DATA_ROOT", writable)
+    monkeypatch.setenv("COURSEKIT_HOME", str(tmp_path / "home"))
     for path in [read_only, *read_only.rglob("*")]:
         path.chmod(0o555 if path.is_dir() else 0o444)
     try:
         before = sorted(str(p) for p in read_only.rglob("*"))
         assert loc.locate(_spec(), download=True) == read_only.resolve() / "demo" / "inner"
         assert sorted(str(p) for p in read_only.rglob("*")) == before and not writable.exists()
+        assert not (tmp_path / "home").exists()
     finally:
         for path in [read_only, *read_only.rglob("*")]:
             path.chmod(0o755)

@@ -22,13 +22,22 @@ def as_mask(target):
     return tv_tensors.Mask(torch.from_numpy(np.asarray(target).astype(np.int64)))
 
 
-def mask_crop_resize(mask, top, left, height, width, size):
-    """torchvision's crop + pixel-centred nearest resize of a Mask.
+def nearest_exact(mask, size):
+    """Pixel-centred nearest resize of an integer ``H×W`` or ``1×H×W`` mask: torch's ``nearest-exact`` itself.
 
-    (v2's ``resized_crop`` ignores ``interpolation`` for masks and uses torch's
-    legacy ``nearest``, half a pixel off the bilinear image, so resize separately.)
+    (torchvision's Mask path is not the reference: older releases (0.21 and before) ignore
+    ``NEAREST_EXACT`` for masks, and ``resized_crop`` still does, using the
+    legacy ``nearest``, half a pixel off the bilinear image.)
     """
-    return F.resize(F.crop(mask, top, left, height, width), size, interpolation=InterpolationMode.NEAREST_EXACT)
+    mask = torch.as_tensor(mask)
+    scaled = torch.nn.functional.interpolate(mask.reshape(1, 1, *mask.shape[-2:]).double(), size=list(size),
+                                             mode="nearest-exact")
+    return scaled.reshape(*mask.shape[:-2], *size).to(mask.dtype)
+
+
+def mask_crop_resize(mask, top, left, height, width, size):
+    """Crop + pixel-centred nearest resize of a mask tensor."""
+    return nearest_exact(F.crop(torch.as_tensor(mask), top, left, height, width), size)
 
 
 def test_spatial_size_of_pil_and_tensor():
@@ -165,7 +174,7 @@ def test_random_resize_crop_on_tensors_matches_torchvision():
     expected_tgt = mask_crop_resize(F.pad(tv_tensors.Mask(target), padding, fill=255), top + padding[1],
                                     left + padding[0], box_h, box_w, [24, 28])
     assert torch.allclose(img, expected_img)
-    assert torch.equal(tgt, expected_tgt.as_subclass(torch.Tensor))
+    assert torch.equal(tgt, torch.as_tensor(expected_tgt))
 
 
 def test_random_resize_crop_target_is_nearest_keeps_void_and_pads_void():
@@ -225,8 +234,7 @@ def test_joint_resize_matches_torchvision_and_keeps_ids(as_tensors):
     img, tgt = T.JointResize((17, 23))(image, target)
     assert T.spatial_size(img) == T.spatial_size(tgt) == (17, 23)
     expected = F.resize(image, [17, 23], interpolation=InterpolationMode.BILINEAR, antialias=True)
-    mask = F.resize(as_mask(target) if not as_tensors else tv_tensors.Mask(target), [17, 23],
-                    interpolation=InterpolationMode.NEAREST_EXACT)
+    mask = nearest_exact(as_mask(target) if not as_tensors else target, [17, 23])
     assert np.array_equal(np.asarray(img), np.asarray(expected))
     assert np.array_equal(np.asarray(tgt).astype(np.int64), mask.numpy())
     assert set(np.unique(np.asarray(tgt))) <= set(np.unique(np.asarray(target)))

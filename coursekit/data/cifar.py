@@ -47,6 +47,8 @@ class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch file")
+        if module.startswith("numpy._core.") and not hasattr(np, "_core"):
+            module = "numpy.core." + module.removeprefix("numpy._core.")  # pickled by NumPy 2, read by NumPy 1
         return super().find_class(module, name)
 
 
