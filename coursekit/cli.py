@@ -49,15 +49,17 @@ def _needs(extra: str, command: str):
     return notebooks
 
 
-def _check_profile_variable() -> None:
+def _check_environment() -> None:
+    """Turn a bad ``COURSEKIT_PROFILE`` or ``COURSEKIT_SYNTHETIC`` into a one-line ``CommandError``."""
     try:
         config.profile_name()
+        config.synthetic_allowed()
     except ValueError as exc:
         raise CommandError(str(exc)) from None
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    _check_profile_variable()
+    _check_environment()
     from .data import status
 
     entries = [e for e in status.DATASETS if not args.datasets or e.key in args.datasets]

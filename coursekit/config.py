@@ -106,10 +106,17 @@ def synthetic_allowed() -> bool:
     """Whether generated stand-in data may replace a missing dataset.
 
     Always true in the ``ci`` profile; elsewhere only when the user opts in
-    with ``COURSEKIT_SYNTHETIC=1``.
+    with ``COURSEKIT_SYNTHETIC=1`` (or ``true``/``yes``; ``0``/``false``/``no``
+    or unset: no).
+
+    Raises:
+        ValueError: ``COURSEKIT_SYNTHETIC`` holds anything else (say ``on``).
     """
-    opted_in = os.environ.get("COURSEKIT_SYNTHETIC", "").strip().lower() in {"1", "true", "yes"}
-    return opted_in or profile_name() == "ci"
+    value = os.environ.get("COURSEKIT_SYNTHETIC", "").strip().lower()
+    if value not in {"", "0", "false", "no", "1", "true", "yes"}:
+        raise ValueError(f"COURSEKIT_SYNTHETIC={value!r} is not understood; set it to 1 to allow synthetic "
+                         f"stand-in data, or unset it.")
+    return value in {"1", "true", "yes"} or profile_name() == "ci"
 
 
 def seed_everything(seed: int = 0, deterministic: bool = True) -> torch.Generator:

@@ -28,16 +28,16 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import config
+from . import config, tempfiles
 from .metrics import ConfusionMatrix
 
 MONITORS = ("accuracy", "miou", "loss")
@@ -360,38 +360,265 @@ def fit(model: torch.nn.Module, train_loader, optimizer: torch.optim.Optimizer, 
     return history
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read, or that does not fit the model or optimizer it is loaded into."""
+
+
+_KEY_TYPES = (str, int, float, bool, type(None))
+_PLAIN_TYPES = (*_KEY_TYPES, torch.Tensor, torch.nn.Parameter)
+_NUMPY_SCALARS = ((np.bool_, bool), (np.integer, int), (np.floating, float), (np.str_, str))
+
+
+def _unstorable(where: str, what: str) -> TypeError:
+    """The error for an extra that ``torch.load(weights_only=True)`` could not read back."""
+    return TypeError(f"extra {where!r} is {what}, which load_checkpoint cannot read back; store numbers, strings, "
+                     "lists, tuples, dicts, tensors or NumPy arrays instead.")
+
+
+def _array_to_tensor(array: np.ndarray, where: str) -> torch.Tensor:
+    """A NumPy array as a tensor holding a copy of its data.
+
+    Args:
+        array: of a dtype that torch has (bool, integers, floats, complex).
+        where: the array's key path among the extras, for the error message.
+
+    Raises:
+        TypeError: torch has no such dtype (strings, objects, records, long double, dates), or
+            ``array`` is a masked array.
+    """
+    if isinstance(array, np.ma.MaskedArray):
+        raise _unstorable(where, "a NumPy masked array")  # a tensor would silently drop the mask
+    # A native-order, C-ordered copy: torch.from_numpy refuses other byte orders and negative strides.
+    native = np.array(array, dtype=array.dtype.newbyteorder("="), order="C")
+    try:
+        return torch.from_numpy(native)
+    except TypeError:
+        raise _unstorable(where, f"a NumPy array of dtype {array.dtype}") from None
+
+
+def _plain(value, where: str, enclosing: frozenset = frozenset()):
+    """``value`` made of types that ``torch.load(weights_only=True)`` reads.
+
+    Args:
+        value: an extra of ``save_checkpoint``, or a part of one.
+        where: its key path among the extras, e.g. ``'metrics.confusion'``, for error messages.
+        enclosing: ``id``s of the containers ``value`` lies in, to refuse one that contains itself.
+
+    Returns:
+        ``value`` with NumPy scalars as Python bools, ints, floats or strings, NumPy arrays as tensors,
+        paths as strings, a ``History`` as its ``to_dict()``, tuples, lists and dicts (and their
+        subclasses) as plain ones converted item by item; strings, numbers, ``None`` and tensors as they are.
+
+    Raises:
+        TypeError: ``value`` holds anything else (sets, bytes, complex numbers, objects, ...), or contains itself.
+    """
+    if type(value) in _PLAIN_TYPES:
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.as_subclass(torch.Tensor)  # subclasses (torchvision's tv_tensors, ...) are not on the allow-list
+    for numpy_type, python_type in _NUMPY_SCALARS:
+        if isinstance(value, numpy_type):
+            return python_type(value)
+    if isinstance(value, np.ndarray):
+        return _array_to_tensor(value, where)
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, History):
+        return _plain(value.to_dict(), where)
+    if isinstance(value, (tuple, list, dict)):
+        if id(value) in enclosing:
+            raise _unstorable(where, "a container that contains itself")
+        inside = enclosing | {id(value)}
+        if isinstance(value, dict):
+            return {_plain_key(key, where): _plain(item, f"{where}.{key}", inside) for key, item in value.items()}
+        items = [_plain(item, f"{where}[{index}]", inside) for index, item in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    raise _unstorable(where, f"of type {type(value).__name__}")
+
+
+def _plain_key(key, where: str) -> str | int | float | bool | None:
+    """A dict key among the extras as a plain string, number or ``None`` (NumPy scalars and paths converted).
+
+    Raises:
+        TypeError: the key is of another type (a tuple, a tensor, an object, ...).
+    """
+    plain = _plain(key, where) if isinstance(key, (np.generic, PurePath)) else key
+    if type(plain) not in _KEY_TYPES:
+        raise TypeError(f"extra {where!r} has the key {key!r} of type {type(key).__name__}, which "
+                        "load_checkpoint cannot read back; use strings or numbers as keys.")
+    return plain
+
+
+def _write_atomically(path: Path, payload: dict) -> None:
+    """``torch.save(payload)`` to a temporary file next to ``path``, flushed to disk, then renamed over ``path``.
+
+    Raises:
+        OSError: the folder is not writable or the disk is full; ``path`` and the folder are as before.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    # os.open with 0o666 gives the file the mode of any new file (0o666 & ~umask); mkstemp would make it 0o600.
+    handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
                     **extra) -> Path:
     """Save the model's (and optimizer's) state to ``path`` atomically.
 
     The file is written to a temporary name in the same folder and then
     renamed over ``path``, so ``path`` holds either the old or the new
-    checkpoint, never a half-written one.
+    checkpoint, never a half-written one. Temporary files that killed saves
+    to ``path`` left behind over an hour ago are removed. The file gets the
+    mode of any new file (``0o666 & ~umask``).
 
     Args:
-        extra: more things to store (epoch, history dicts, ...): numbers,
-            strings, lists, dicts and tensors only, so ``load_checkpoint``
-            can read them with ``weights_only=True``.
+        path: the checkpoint file; its folder is created if needed.
+        model: whose ``state_dict()`` is saved.
+        optimizer: whose ``state_dict()`` is saved too (to resume training).
+        extra: more things to store (epoch, history, metrics, ...): strings,
+            numbers, ``None``, tensors, NumPy scalars and arrays, paths, a
+            ``History``, and tuples, lists and dicts of these. They are stored
+            as plain types that ``load_checkpoint`` reads back with
+            ``weights_only=True``: NumPy scalars as Python numbers, arrays as
+            tensors, paths as strings, a ``History`` as its ``to_dict()``.
 
     Returns:
         The checkpoint's path.
+
+    Raises:
+        TypeError: an extra holds another type; nothing is written.
+        OSError: the folder is not writable or the disk is full; ``path`` is as before.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"model": model.state_dict(), **extra}
+    extras = {name: _plain(value, name) for name, value in extra.items()}
+    payload = {"model": model.state_dict(), **extras}
     if optimizer is not None:
         payload["optimizer"] = optimizer.state_dict()
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as tmp:
-            torch.save(payload, tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tempfiles.remove_stale(path.parent, path.name, ".tmp")
+    _write_atomically(path, payload)
     return path
+
+
+def _unreadable(path: Path) -> CheckpointError:
+    """The error for a file that holds no checkpoint ``load_checkpoint`` can read."""
+    return CheckpointError(f"{path} is not a readable coursekit checkpoint (it is truncated, corrupt, or was not "
+                           "written by engine.save_checkpoint); delete it and train and save the model again.")
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """The dict in a checkpoint file, read onto the CPU with ``torch.load(weights_only=True)``.
+
+    Returns:
+        A dict with the ``'model'`` state dict, maybe ``'optimizer'`` state and the extras.
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        CheckpointError: the file is empty, truncated, corrupt, holds objects outside the
+            ``weights_only`` allow-list, or holds no dict with a ``'model'`` state dict.
+        OSError: the file may not be opened (permissions).
+        MemoryError: there is not enough memory for it.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; train and save one first (engine.save_checkpoint).")
+    # Opened here, so that only the file's content is blamed below: torch raises OSError for some corrupt zips.
+    with path.open("rb") as file:
+        try:
+            payload = torch.load(file, map_location="cpu", weights_only=True)
+        except MemoryError:
+            raise
+        except Exception:
+            # torch's own messages (EOFError, zip and unpickling errors) would even suggest weights_only=False,
+            # which runs code from the file.
+            raise _unreadable(path) from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
+        raise _unreadable(path)
+    return payload
+
+
+def _some(names: list[str], limit: int = 3) -> str:
+    """The first ``limit`` names, comma-separated, and how many more there are."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _describe_shape(value) -> str:
+    """A state dict entry's shape, e.g. ``(3, 16)``, or what it is if it is not a tensor."""
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+
+
+def _fits(saved, current) -> bool:
+    """Whether the file's state dict entry ``saved`` can be loaded into the model's entry ``current``."""
+    if not isinstance(current, torch.Tensor) or torch.nn.parameter.is_lazy(current):
+        return True  # extra state takes any object; a lazy parameter takes its shape from the file
+    return isinstance(saved, torch.Tensor) and saved.shape == current.shape
+
+
+def _check_model_state(path: Path, state: dict, model: torch.nn.Module) -> None:
+    """Check that ``state`` has exactly the keys of ``model.state_dict()``, with tensors of the same shapes.
+
+    Raises:
+        CheckpointError: keys are missing or unexpected, or shapes differ; a few of each are named.
+    """
+    expected = model.state_dict()
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    mismatched = [f"{name} {_describe_shape(state[name])} in the file, {_describe_shape(value)} in the model"
+                  for name, value in expected.items() if name in state and not _fits(state[name], value)]
+    problems = [f"{label} {_some(names)}" for label, names in
+                (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)) if names]
+    if problems:
+        raise CheckpointError(f"{path} does not fit this model ({'; '.join(problems)}); load it into the model "
+                              "it was saved from, or delete it and train and save again.")
+
+
+def _check_optimizer_state(path: Path, state, optimizer: torch.optim.Optimizer) -> None:
+    """Check that ``state`` is optimizer state whose parameter groups match ``optimizer``'s in count and sizes.
+
+    Args:
+        state: what the file holds under ``'optimizer'``; ``None`` where it holds nothing.
+        optimizer: the optimizer it is for.
+
+    Raises:
+        CheckpointError: ``state`` is missing, malformed, or its groups differ.
+    """
+    if state is None:
+        raise CheckpointError(f"{path} holds no optimizer state; load it without an optimizer "
+                              "(engine.load_checkpoint(path, model)).")
+    groups = state.get("param_groups") if isinstance(state, dict) else None
+    if not (isinstance(groups, list) and isinstance(state.get("state"), dict)
+            and all(isinstance(group, dict) and isinstance(group.get("params"), list) for group in groups)):
+        raise _unreadable(path)
+    saved = [len(group["params"]) for group in groups]
+    current = [len(group["params"]) for group in optimizer.param_groups]
+    if saved != current:
+        raise CheckpointError(f"{path} holds optimizer state for parameter groups of sizes {saved}, but this "
+                              f"optimizer's have {current}; build the optimizer as it was when saved, or load "
+                              "the checkpoint without it.")
+
+
+def _load_optimizer_state(path: Path, state: dict, optimizer: torch.optim.Optimizer) -> None:
+    """Load ``state`` (already checked by ``_check_optimizer_state``) into ``optimizer``.
+
+    Raises:
+        CheckpointError: ``optimizer`` rejects the state (e.g. SGD state given to Adam); it is put back as before.
+    """
+    previous = optimizer.state_dict()
+    try:
+        optimizer.load_state_dict(state)
+    except Exception:
+        optimizer.load_state_dict(previous)  # a failed load_state_dict has already replaced part of the state
+        raise CheckpointError(f"{path} holds optimizer state that this {type(optimizer).__name__} cannot take "
+                              "(it was saved from another kind of optimizer); build the optimizer it was saved "
+                              "with, or load the checkpoint without it.") from None
 
 
 def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
@@ -399,19 +626,30 @@ def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
     """Load a checkpoint written by ``save_checkpoint`` into ``model`` (and ``optimizer``).
 
     The file is read with ``torch.load(weights_only=True)``: tensors and plain
-    data only, no arbitrary code.
+    data only, no arbitrary code. Everything is checked before anything is
+    loaded (and an optimizer that rejects the state is put back), so on any
+    error ``model`` and ``optimizer`` are unchanged.
+
+    Args:
+        path: the checkpoint file.
+        model: receives the weights; its state dict must have the file's keys and shapes exactly.
+        optimizer: receives the optimizer state, whose parameter groups must match in count and sizes;
+            ``None`` ignores any optimizer state in the file.
 
     Returns:
         The extras stored with the checkpoint (e.g. ``epoch``, ``history``).
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        CheckpointError: the file is not a readable checkpoint, does not fit ``model``, or holds no
+            optimizer state that fits ``optimizer``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; train and save one first (engine.save_checkpoint).")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(payload.pop("model"))
+    payload = _read_checkpoint(path)
+    _check_model_state(path, payload["model"], model)
     optimizer_state = payload.pop("optimizer", None)
     if optimizer is not None:
-        if optimizer_state is None:
-            raise KeyError(f"{path} holds no optimizer state; load it without an optimizer.")
-        optimizer.load_state_dict(optimizer_state)
+        _check_optimizer_state(path, optimizer_state, optimizer)
+        _load_optimizer_state(path, optimizer_state, optimizer)  # before the model: it is the part that can still fail
+    model.load_state_dict(payload.pop("model"))
     return payload

@@ -59,6 +59,19 @@ def offline_hub(tmp_path, monkeypatch):
     return hub
 
 
+@pytest.fixture
+def facade_counts(monkeypatch):
+    """``facade_counts(n_base, n_extended=0)`` lets a kit-written CMP Facade test set of that size count as complete
+    (the real archives hold 378 and 228 photo/label pairs, and a copy with fewer is refused)."""
+    from coursekit.data import cmp_facade
+
+    def expect(n_base: int, n_extended: int = 0) -> None:
+        monkeypatch.setitem(cmp_facade.EXPECTED_PAIRS, "cmp_b", n_base)
+        monkeypatch.setitem(cmp_facade.EXPECTED_PAIRS, "cmp_x", n_extended)
+
+    return expect
+
+
 @pytest.fixture(autouse=True)
 def fresh_synthetic_notices():
     """Each test sees the once-per-process synthetic-data NOTE again."""

@@ -2,8 +2,10 @@ import dataclasses
 import hashlib
 import os
 import pickle
+import re
 import sys
 import tarfile
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from PIL import Image
 
 from coursekit.data import cifar, synthetic
 from coursekit.data.download import Resource
+from coursekit.data.locate import IncompleteDatasetError, find
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +98,7 @@ def test_batch_files_cannot_run_code(tmp_path):
 def test_wrongly_shaped_batch_is_rejected(tmp_path):
     folder = synthetic.write_cifar10(tmp_path, n_per_batch=2, n_test=2)
     with open(folder / "test_batch", "wb") as f:
-        pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, f, protocol=2)
+        pickle.dump({b"data": np.zeros((2, 3000), np.uint8), b"labels": [0, 1]}, f, protocol=2)
     with pytest.raises(ValueError, match="N×3072"):
         cifar.CIFAR10(tmp_path, train=False)
 
@@ -174,3 +177,127 @@ def test_download_unpacks_the_official_archive_layout(data_root, tmp_path, monke
     monkeypatch.setattr(cifar, "SPEC", dataclasses.replace(cifar.SPEC, resources=(resource,)))
     assert len(cifar.CIFAR10(train=False, download=True)) == 3
     assert (data_root / "cifar10" / "cifar-10-python.tar.gz").is_file() and len(cifar.CIFAR10()) == 10
+
+
+def test_the_kits_error_is_also_a_value_error(tmp_path):
+    path = tmp_path / "test_batch"
+    path.write_bytes(b"\x80\x02garbage")
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(path))) as info:
+        cifar.read_batch(path)
+    assert isinstance(info.value, ValueError)  # what callers caught before
+
+
+@pytest.mark.parametrize("raw", [
+    # Defect 3: 9 bytes (PROTO 2, NONE, LONG_BINPUT 2**25, STOP) made the unpickler allocate a 512 MB memo table.
+    b"\x80\x02Nr\x00\x00\x00\x02.",
+    b"\x80\x03B\xff\xff\xff\x7f" + b"x" * 10 + b".",  # BINBYTES of 2 GB, 10 bytes there
+], ids=["huge-memo-index", "length-beyond-the-file"])
+def test_what_the_file_cannot_hold_is_refused_before_it_is_allocated(tmp_path, raw):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(raw)
+    tracemalloc.start()
+    try:
+        with pytest.raises(IncompleteDatasetError, match=re.escape(str(path))):
+            cifar.read_batch(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2 ** 20
+
+
+@pytest.mark.parametrize("raw", [
+    b"\x80\x02N}b.",  # BUILD on None: AttributeError
+    b"\x80\x02]K\x00K\x01s.",  # SETITEM on a list: IndexError
+    b"\x80\x02h\x05.",  # BINGET of an index never stored
+    b"\x80\x03X\x02\x00\x00\x00\xff\xfe.",  # BINUNICODE that is not UTF-8
+    b"",
+    b"\x80",
+], ids=["attribute-error", "index-error", "memo-miss", "unicode", "empty", "one-byte"])
+def test_every_unpickling_error_becomes_the_kits_error(tmp_path, raw):
+    path = tmp_path / "test_batch"
+    path.write_bytes(raw)
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(path))):
+        cifar.read_batch(path)
+
+
+def test_damaged_dtype_flags_do_not_reach_numpy(tmp_path):
+    # One flipped byte (the dtype state's flags) made NumPy raise SystemError; with an object-array
+    # state it crashes the interpreter, so arrays must be plain numbers before NumPy sees them.
+    raw = pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}, protocol=2)
+    flags = raw.index(b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00") + 11
+    path = tmp_path / "test_batch"
+    path.write_bytes(raw[:flags] + b"\x3f" + raw[flags + 1:])
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(path))):
+        cifar.read_batch(path)
+
+
+def _write_test_batch(folder, batch):
+    """Replace ``folder``'s test batch by ``batch`` (pickle protocol 2, as the official files); returns its path."""
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    return folder / "test_batch"
+
+
+@pytest.mark.parametrize("batch, message", [
+    ({b"labels": [0, 1], b"filenames": [bytes(4000)]}, "no data array"),
+    ({b"data": np.zeros((2, 3072), np.uint8)}, "no list of labels"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, "label 1 is 10"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [-1, 0]}, "label 0 is -1"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, "cat"]}, "label 1 is a str"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, "2 images but 1 labels"),
+    ({b"data": np.zeros((2, 3072), np.int64), b"labels": [0, 1]}, "int64"),
+], ids=["no-data", "no-labels", "label-10", "label-minus-1", "label-str", "count", "dtype"])
+def test_bad_batch_contents_are_errors_naming_the_file(tmp_path, batch, message):
+    folder = synthetic.write_cifar10(tmp_path, n_per_batch=2, n_test=2)
+    path = _write_test_batch(folder, batch)
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(path))) as info:
+        cifar.CIFAR10(tmp_path, train=False)
+    assert message in str(info.value)
+
+
+def test_labels_may_be_an_integer_array(tmp_path):
+    folder = synthetic.write_cifar10(tmp_path, n_per_batch=2, n_test=2)
+    _write_test_batch(folder, {b"data": np.zeros((3, 3072), np.uint8), b"labels": np.array([4, 0, 9], np.uint8)})
+    assert cifar.CIFAR10(tmp_path, train=False).targets.tolist() == [4, 0, 9]
+
+
+def test_batches_pickled_with_protocol_5_load(tmp_path):
+    folder = synthetic.write_cifar10(tmp_path, n_per_batch=2, n_test=3)
+    expected = cifar.CIFAR10(tmp_path, train=False)
+    batch = pickle.loads((folder / "test_batch").read_bytes(), encoding="bytes")
+    (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=5))
+    again = cifar.CIFAR10(tmp_path, train=False)
+    assert np.array_equal(again.data, expected.data) and np.array_equal(again.targets, expected.targets)
+
+
+@pytest.mark.parametrize("damage", [lambda raw: b"", lambda raw: raw[:5000], lambda raw: raw[:-1]],
+                         ids=["zero-bytes", "too-small", "truncated"])
+def test_validate_catches_empty_and_truncated_batches(tmp_path, damage):
+    folder = synthetic.write_cifar10(tmp_path, n_per_batch=2, n_test=2)
+    cifar.SPEC.validate(folder)
+    path = folder / "data_batch_4"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(path))):
+        cifar.SPEC.validate(folder)
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(path))):
+        find(cifar.SPEC, tmp_path)
+
+
+def test_read_all_reads_every_batch_and_the_meta_file(tmp_path):
+    folder = synthetic.write_cifar10(tmp_path, n_per_batch=2, n_test=2)
+    cifar.SPEC.read_all(folder)
+    with open(folder / "data_batch_3", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 42]}, f, protocol=2)
+    cifar.SPEC.validate(folder)
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(folder / "data_batch_3"))):
+        cifar.SPEC.read_all(folder)
+    synthetic.write_cifar10(tmp_path, n_per_batch=2, n_test=2)
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"cat"]}))
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(folder / "batches.meta"))):
+        cifar.SPEC.read_all(folder)
+
+
+def test_mirror_passes_validate_and_read_all(mirror):
+    folder = mirror / cifar.SPEC.folder
+    cifar.SPEC.validate(folder)
+    cifar.SPEC.read_all(folder)

@@ -116,10 +116,14 @@ def test_unknown_dataset_and_bad_timeout_are_usage_errors(capsys):
     assert "not a dataset" in capsys.readouterr().err
 
 
-def test_unknown_profile_variable_is_one_line(data_root, monkeypatch, capsys):
+def test_unknown_profile_or_synthetic_variable_is_one_line(data_root, monkeypatch, capsys):
     monkeypatch.setenv("COURSEKIT_PROFILE", "fast")
     assert cli.main(["data", "--no-download"]) == 1
     _one_line_error(capsys, "COURSEKIT_PROFILE='fast' is not a profile")
+    monkeypatch.setenv("COURSEKIT_PROFILE", "cpu")
+    monkeypatch.setenv("COURSEKIT_SYNTHETIC", "on")
+    assert cli.main(["data", "--no-download"]) == 1
+    _one_line_error(capsys, "COURSEKIT_SYNTHETIC='on' is not understood")
 
 
 def test_missing_or_wrong_notebook_file_is_one_line(tmp_path, capsys):

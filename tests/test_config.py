@@ -151,3 +151,13 @@ def test_checksummed_mirror_is_never_written_to(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSEKIT_DATA", f"{mirror}{os.pathsep}{cache}")
     assert config.is_mirror(mirror) and not config.is_mirror(cache)
     assert config.writable_root() == cache.resolve()
+
+
+def test_a_synthetic_setting_that_is_not_understood_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("COURSEKIT_PROFILE", "cpu")
+    for value, allowed in (("1", True), ("YES", True), ("true", True), ("0", False), ("no", False), ("", False)):
+        monkeypatch.setenv("COURSEKIT_SYNTHETIC", value)
+        assert config.synthetic_allowed() is allowed
+    monkeypatch.setenv("COURSEKIT_SYNTHETIC", "on")
+    with pytest.raises(ValueError, match="COURSEKIT_SYNTHETIC='on' is not understood; set it to 1"):
+        config.synthetic_allowed()

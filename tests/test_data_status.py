@@ -5,7 +5,9 @@ import urllib.error
 
 import pytest
 
+from coursekit import cli
 from coursekit.data import DATASETS, Row, download, format_table, mnist, prepare_all, status, synthetic
+from coursekit.data.locate import DatasetSpec, IncompleteDatasetError
 
 
 @pytest.fixture
@@ -16,15 +18,17 @@ def cpu_profile(monkeypatch):
 
 @pytest.fixture
 def offline(monkeypatch):
-    def unreachable(url, part, desc, timeout):
+    def unreachable(url, part, desc, timeout, deadline):
         raise urllib.error.URLError("no network in tests")
 
     monkeypatch.setattr(download, "_stream", unreachable)
 
 
 @pytest.fixture
-def mirror_root(data_root, tmp_path, monkeypatch):
-    """A second data root, searched first, that carries a SHA256SUMS manifest like the offline mirror."""
+def mirror_root(data_root, tmp_path, monkeypatch, facade_counts):
+    """A second data root, searched first, that carries a SHA256SUMS manifest like the offline mirror
+    (``_with_sums`` fills it with small kit-written sets; their 2 CMP photos count as complete)."""
+    facade_counts(2)
     root = tmp_path / "mirror"
     root.mkdir()
     monkeypatch.setenv("COURSEKIT_DATA", os.pathsep.join([str(root), str(data_root)]))
@@ -68,13 +72,18 @@ def test_mirror_sums_are_verified(mirror_root, cpu_profile):
     assert rows["mnist"].where == str(mirror_root.resolve() / "mnist")
 
 
-def test_a_changed_file_fails_verification(mirror_root, cpu_profile):
+def test_a_changed_file_fails_verification(mirror_root, cpu_profile, tmp_path):
     _with_sums(mirror_root)
-    (mirror_root / "cifar10" / "cifar-10-batches-py" / "test_batch").write_bytes(b"changed")
+    other = synthetic.write_cifar10(tmp_path / "other", n_per_batch=2, n_test=2, seed=1)
+    batches = mirror_root / "cifar10" / "cifar-10-batches-py"
+    (batches / "test_batch").write_bytes((other / "test_batch").read_bytes())
     (mirror_root / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
     rows = {r.dataset: r for r in prepare_all(download=False)}
     assert rows["cifar10"].status.startswith("checksum mismatch: 1 of 7 files") and not rows["cifar10"].ok
     assert rows["mnist"].status.startswith("missing") and rows["cmp_facade"].ok
+    (batches / "test_batch").write_bytes(b"changed")  # a copy cut short: incomplete before any checksum
+    row = status.prepare(DATASETS[1], download=False)
+    assert row.status.startswith("incomplete: ") and "test_batch" in row.status and not row.ok
 
 
 def test_verify_against_sums_without_a_listing(data_root):
@@ -132,3 +141,44 @@ def test_mirror_status(mirror, cpu_profile):
     rows = {r.dataset: r for r in prepare_all(download=False)}
     assert rows["mnist"].status == rows["cifar10"].status == rows["cmp_facade"].status == "verified (mirror SHA256SUMS)"
     assert rows["cmp_facade"].files == 3 * 378
+
+
+def test_an_incomplete_copy_is_reported_and_not_ok(data_root, cpu_profile, facade_counts):
+    facade_counts(378)
+    synthetic.write_cmp_facade(data_root, n_base=20)  # a half-finished copy: 60 of the 1,134 files
+    row = status.prepare(DATASETS[2], download=False)
+    assert row.where == "incomplete" and not row.ok
+    assert row.status.startswith("incomplete: ") and "holds 20 cmp_bNNNN photo/label pairs" in row.status
+    assert "\n" not in row.status
+
+
+def test_an_unreadable_file_is_reported_and_not_ok(data_root, cpu_profile):
+    def read_all(folder):
+        raise IncompleteDatasetError(f"{folder / 'a.txt'} is not readable; copy it again.")
+
+    spec = DatasetSpec(name="Demo", folder="demo", required=("a.txt",), resources=(), download_dir="demo",
+                       read_all=read_all)
+    (data_root / "demo").mkdir()
+    (data_root / "demo" / "a.txt").write_text("x")
+    row = status.prepare(status.Entry("demo", spec), download=False)
+    assert row.status == f"unreadable: {data_root.resolve() / 'demo' / 'a.txt'} is not readable; copy it again."
+    assert not row.ok and row.files == 1
+
+
+def test_the_command_exits_1_on_a_checksum_mismatch_even_without_downloads(mirror_root, cpu_profile, capsys):
+    _with_sums(mirror_root)
+    assert cli.main(["data", "--no-download", "mnist"]) == 0
+    synthetic.write_mnist(mirror_root, n_train=10, n_test=10, seed=1)  # sound files, other contents
+    assert cli.main(["data", "--no-download", "mnist"]) == 1
+    assert "checksum mismatch" in capsys.readouterr().out
+
+
+def test_a_copy_passed_over_for_a_complete_one_is_named(data_root, tmp_path, cpu_profile, facade_counts, monkeypatch):
+    facade_counts(3)
+    half = tmp_path / "half"
+    synthetic.write_cmp_facade(half, n_base=2)
+    synthetic.write_cmp_facade(data_root, n_base=3)
+    monkeypatch.setenv("COURSEKIT_DATA", os.pathsep.join([str(half), str(data_root)]))
+    row = status.prepare(DATASETS[2], download=False)
+    assert row.ok and row.where == str(data_root.resolve() / "cmp_facade" / "base")
+    assert row.status.startswith("ok; passed over ") and "holds 2 cmp_bNNNN photo/label pairs" in row.status

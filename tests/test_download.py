@@ -1,13 +1,16 @@
+import gzip
 import hashlib
 import io
 import os
 import tarfile
+import time
 import traceback
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from coursekit import tempfiles
 from coursekit.data import download as dl
 
 
@@ -63,7 +66,7 @@ def test_checksum_mismatch_deletes_the_download(tmp_path):
 
 
 def test_interrupted_download_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
-    def interrupted(url, part, desc, timeout):
+    def interrupted(url, part, desc, timeout, deadline):
         part.write_bytes(b"half of it")
         raise KeyboardInterrupt
 
@@ -167,11 +170,126 @@ def test_zip_symlink_member_is_refused(tmp_path):
         dl.extract(tmp_path / "evil.zip", tmp_path / "out")
 
 
-def test_find_in_roots_returns_the_first_complete_folder(tmp_path, monkeypatch):
-    first, second = tmp_path / "one", tmp_path / "two"
-    (first / "ds").mkdir(parents=True)
-    (second / "ds").mkdir(parents=True)
-    (second / "ds" / "needed.txt").write_text("x")
-    monkeypatch.setenv("COURSEKIT_DATA", os.pathsep.join([str(first), str(second)]))
-    assert dl.find_in_roots("ds", ("needed.txt",)) == second.resolve() / "ds"
-    assert dl.find_in_roots("ds", ("other.txt",)) is None
+
+def _zip_bytes(tmp_path: Path) -> bytes:
+    with zipfile.ZipFile(tmp_path / "made.zip", "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("top/a.txt", b"coursekit " * 2000)
+        zf.writestr("top/b.bin", os.urandom(5000))
+    return (tmp_path / "made.zip").read_bytes()
+
+
+@pytest.mark.parametrize("name, make, sound", [
+    ("notes.txt", lambda zip_, tar: b"plain", True),
+    ("a.zip", lambda zip_, tar: zip_, True),
+    ("a.zip", lambda zip_, tar: zip_[:len(zip_) // 2], False),
+    ("a.zip", lambda zip_, tar: zip_[:60] + b"\xff" * 30 + zip_[90:], False),
+    ("a.zip", lambda zip_, tar: b"\n  <!DOCTYPE html><html><body>Not found</body></html>", False),
+    ("a.tar.gz", lambda zip_, tar: tar, True),
+    ("a.tar.gz", lambda zip_, tar: tar[:len(tar) - 40], False),
+    ("a.tgz", lambda zip_, tar: b"<HTML><p>maintenance</p></HTML>", False),
+    ("a.tar", lambda zip_, tar: gzip.decompress(tar)[:1024], False),  # cut after its first member
+    ("a.tar", lambda zip_, tar: gzip.decompress(tar), True),
+])
+def test_verify_without_a_checksum_reads_archives_to_the_end(tmp_path, name, make, sound):
+    tar = _tar(tmp_path / "made.tar.gz", {"top/x.bin": b"x" * 512, "top/y.bin": os.urandom(30000)}).read_bytes()
+    path = tmp_path / name
+    path.write_bytes(make(_zip_bytes(tmp_path), tar))
+    assert dl.verify(path, None) is sound
+
+
+def test_an_unsound_file_without_a_checksum_is_deleted_and_fetched_again(tmp_path, capsys):
+    source = tmp_path / "src" / "a.zip"
+    source.parent.mkdir()
+    source.write_bytes(_zip_bytes(tmp_path))
+    (tmp_path / "dest").mkdir()
+    (tmp_path / "dest" / "a.zip").write_bytes(b"<html>502 Bad Gateway</html>")
+    target = dl.download(_resource(source), tmp_path / "dest", "Demo")
+    assert target.read_bytes() == source.read_bytes()
+    assert "NOTE:" in capsys.readouterr().out and [p.name for p in (tmp_path / "dest").iterdir()] == ["a.zip"]
+
+
+def test_stale_part_files_of_killed_downloads_are_removed(tmp_path):
+    source = tmp_path / "data.bin"
+    source.write_bytes(b"abc")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    stale, live, other = (dest / ".data.bin.k1ll3d.part", dest / ".data.bin.l1v3.part", dest / ".other.bin.x.part")
+    for path in (stale, live, other):
+        path.write_bytes(b"half")
+    hours_ago = time.time() - 2 * tempfiles.STALE_AGE
+    os.utime(stale, (hours_ago, hours_ago))
+    os.utime(other, (hours_ago, hours_ago))
+    dl.download(_resource(source, _md5(b"abc")), dest, "Demo")
+    assert sorted(p.name for p in dest.iterdir()) == sorted([live.name, other.name, "data.bin"])
+
+
+@pytest.mark.parametrize("limits", [{"timeout": 0}, {"timeout": -1.0}, {"deadline": 0.0}, {"deadline": float("nan")}])
+def test_timeout_and_deadline_must_be_positive(tmp_path, limits):
+    with pytest.raises(ValueError, match="must be a positive number of seconds"):
+        dl.download(dl.Resource("data.bin", ("file:///nowhere",), None), tmp_path, "Demo", **limits)
+
+
+def test_a_sound_file_another_process_placed_is_used_when_the_move_fails(tmp_path, monkeypatch):
+    source = tmp_path / "data.bin"
+    source.write_bytes(b"abc")
+    dest = tmp_path / "dest"
+
+    def busy(part, target):  # as on Windows, where the other process holds the finished file open
+        Path(target).write_bytes(b"abc")
+        raise PermissionError(13, "in use", str(target))
+
+    monkeypatch.setattr(os, "replace", busy)
+    assert dl.download(_resource(source, _md5(b"abc")), dest, "Demo").read_bytes() == b"abc"
+    assert [p.name for p in dest.iterdir()] == ["data.bin"]
+
+
+def test_a_device_file_in_a_tar_is_refused_by_name(tmp_path):
+    archive = tmp_path / "dev.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo("data/null")
+        info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+        tar.addfile(info)
+    with pytest.raises(dl.UnsafeArchiveError, match="'data/null' is a device file or pipe"):
+        dl.extract(archive, tmp_path / "out")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []
+
+
+def test_a_name_too_long_for_any_file_system_is_named_not_called_corrupt(tmp_path):
+    archive = _tar(tmp_path / "long.tar.gz", {"data/" + "x" * 300 + ".txt": b"1"})
+    with pytest.raises(RuntimeError, match="longer than any common file system allows") as info:
+        dl.extract(archive, tmp_path / "out")
+    assert "corrupt" not in str(info.value) and [p.name for p in (tmp_path / "out").iterdir()] == []
+
+
+def test_something_in_the_way_of_a_member_is_named(tmp_path):
+    archive = _tar(tmp_path / "a.tar.gz", {"data/inner/a.txt": b"1"})
+    (tmp_path / "out" / "data").mkdir(parents=True)
+    (tmp_path / "out" / "data" / "inner").write_text("a file where the archive has a folder")
+    with pytest.raises(RuntimeError, match=r"out/data/inner is a file where the archive has a folder; move it away"):
+        dl.extract(archive, tmp_path / "out")
+    assert (tmp_path / "out" / "data" / "inner").read_text().startswith("a file")
+
+
+def test_a_full_disk_while_unpacking_says_so(tmp_path, monkeypatch):
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("data/a.txt", "1")
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", "data/a.txt")
+
+    monkeypatch.setattr(dl.shutil, "copyfileobj", full)
+    with pytest.raises(RuntimeError, match="No space left on device .* free space") as info:
+        dl.extract(archive, tmp_path / "out")
+    assert "corrupt" not in str(info.value)
+
+
+def test_staging_folders_of_killed_extractions_are_removed(tmp_path):
+    out = tmp_path / "out"
+    stale, fresh = out / ".a.tar.gz.old.partial", out / ".a.tar.gz.new.partial"
+    for folder in (stale, fresh):
+        (folder / "data").mkdir(parents=True)
+    hours_ago = time.time() - 2 * tempfiles.STALE_AGE
+    os.utime(stale, (hours_ago, hours_ago))
+    dl.extract(_tar(tmp_path / "a.tar.gz", {"data/a.txt": b"1"}), out)
+    assert not stale.exists() and fresh.is_dir() and (out / "data" / "a.txt").read_bytes() == b"1"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -246,47 +245,6 @@ def test_predict_batches_and_returns_labels_on_the_cpu():
     assert torch.equal(out, model(images).argmax(dim=1))
     with pytest.raises(ValueError, match="unsqueeze"):
         engine.predict(model, images[0], device="cpu")
-
-
-def test_checkpoint_round_trip_restores_model_optimizer_and_extras(tmp_path):
-    model = _classifier()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    _fit(model, epochs=1)
-    path = engine.save_checkpoint(tmp_path / "sub" / "net.pt", model, optimizer, epoch=3, history={"a": [0.5]})
-    other = _classifier(seed=7)
-    other_optimizer = torch.optim.SGD(other.parameters(), lr=0.1, momentum=0.9)
-    extras = engine.load_checkpoint(path, other, other_optimizer)
-    assert extras == {"epoch": 3, "history": {"a": [0.5]}}
-    for a, b in zip(model.state_dict().values(), other.state_dict().values()):
-        assert torch.equal(a, b)
-    assert other_optimizer.state_dict()["param_groups"] == optimizer.state_dict()["param_groups"]
-    assert os.listdir(tmp_path / "sub") == ["net.pt"]
-
-
-def test_checkpoint_write_is_atomic_on_failure(tmp_path, monkeypatch):
-    path = tmp_path / "net.pt"
-    model = _classifier()
-    engine.save_checkpoint(path, model)
-    before = path.read_bytes()
-
-    def broken_save(obj, f, *args, **kwargs):
-        f.write(b"half a checkpoint")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
-        engine.save_checkpoint(path, _classifier(seed=1))
-    assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ["net.pt"], "no temporary file may be left behind"
-
-
-def test_load_checkpoint_errors_say_what_to_do(tmp_path):
-    with pytest.raises(FileNotFoundError, match="save_checkpoint"):
-        engine.load_checkpoint(tmp_path / "missing.pt", _classifier())
-    path = engine.save_checkpoint(tmp_path / "net.pt", _classifier())
-    model = _classifier()
-    with pytest.raises(KeyError, match="no optimizer state"):
-        engine.load_checkpoint(path, model, torch.optim.SGD(model.parameters(), lr=0.1))
 
 
 def test_history_to_dict_skips_empty_lists():

@@ -1,4 +1,5 @@
 import dataclasses
+import re
 import tarfile
 
 import numpy as np
@@ -7,6 +8,7 @@ from PIL import Image
 
 from coursekit.data import flowers, synthetic
 from coursekit.data.download import DatasetNotFoundError, Resource
+from coursekit.data.locate import IncompleteDatasetError
 from coursekit.data.matfile import read_mat, write_mat
 
 
@@ -111,3 +113,66 @@ def test_download_unpacks_the_official_files(data_root, tmp_path, monkeypatch):
     assert len(flowers.Flowers17(split="test", download=True)) == 2
     assert sorted(p.name for p in (data_root / "flowers17").iterdir()) == [
         "17flowers.tgz", "datasplits.mat", "jpg", "trimaps", "trimaps.tgz"]
+
+
+def _item_of(root, image_id):
+    """The ``(image, target)`` item of ``image_{image_id:04d}``, from whichever split holds it."""
+    for split in flowers.SPLITS:
+        dataset = flowers.Flowers17(root, split=split)
+        if image_id in dataset.ids:
+            return dataset[dataset.ids.index(image_id)]
+    raise AssertionError(f"no split holds image {image_id}")
+
+
+def test_the_synthetic_stand_in_passes_validate_and_read_all(flowers_root):
+    flowers.SPEC.validate(flowers_root / "flowers17")
+    flowers.SPEC.read_all(flowers_root / "flowers17")
+
+
+@pytest.mark.parametrize("culprit, damage, message", [
+    ("trimaps/image_0003.png", lambda path: path.write_bytes(path.read_bytes()[:200]), "not a readable PNG image"),
+    ("trimaps/image_0003.png", lambda path: path.write_bytes(b"GIF89a"), "not a readable PNG image"),
+    ("trimaps/image_0003.png", lambda path: Image.fromarray(np.zeros((40, 40), np.uint8), mode="P").save(path),
+     "marks no flower"),
+    ("trimaps/image_0003.png", lambda path: Image.new("RGB", (40, 40), (0, 0, 255)).save(path), "marks no flower"),
+    ("jpg/image_0003.jpg", lambda path: path.write_bytes(b"\xff\xd8\xff"), "not a readable JPEG image"),
+], ids=["truncated-trimap", "gif-as-png", "all-background", "rgb-without-flower", "broken-photo"])
+def test_unreadable_or_unexpected_files_are_errors_naming_them(flowers_root, culprit, damage, message):
+    folder = flowers_root / "flowers17"
+    damage(folder / culprit)
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(folder / culprit))) as info:
+        _item_of(flowers_root, 3)
+    assert message in str(info.value)
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(folder / culprit))):
+        flowers.SPEC.read_all(folder)
+
+
+@pytest.mark.parametrize("splits, message", [
+    ({"trn1": np.arange(1, 9), "val1": np.zeros(0), "tst1": np.arange(9, 17)}, "'val' split"),
+    ({"trn1": np.arange(1, 9), "val1": np.arange(9, 13), "tst1": np.array([13.5, 14])}, "not image ids"),
+    ({"trn1": np.arange(1, 9), "val1": np.arange(9, 13), "tst1": np.array([np.nan])}, "not image ids"),
+], ids=["empty-split", "fractional-id", "nan-id"])
+def test_split_files_without_usable_ids_are_errors_naming_them(flowers_root, splits, message):
+    folder = flowers_root / "flowers17"
+    write_mat(folder / "datasplits.mat", splits)
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(folder))) as info:
+        flowers.SPEC.validate(folder)
+    assert message in str(info.value)
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(folder))):
+        flowers.Flowers17(flowers_root, split="train")
+
+
+def test_a_corrupt_split_file_is_the_kits_error(flowers_root):
+    path = flowers_root / "flowers17" / "datasplits.mat"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(path))):
+        flowers.Flowers17(flowers_root)
+
+
+def test_a_folder_without_labelled_images_is_the_kits_error(flowers_root):
+    folder = flowers_root / "flowers17"
+    for trimap in (folder / "trimaps").iterdir():
+        trimap.unlink()
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(folder))) as info:
+        flowers.SPEC.validate(folder)
+    assert "no trimap with a matching photo" in str(info.value)

@@ -2,11 +2,13 @@ import hashlib
 import io
 import os
 import tarfile
+import time
 import traceback
 from pathlib import Path
 
 import pytest
 
+from coursekit import tempfiles
 from coursekit.data import download as dl
 from coursekit.data import locate as loc
 
@@ -72,7 +74,7 @@ def test_locate_offline_is_one_clear_error(data_root):
 
 def test_archive_without_the_expected_files_is_an_error(data_root, tmp_path):
     archive = _archive(tmp_path / "demo.tar.gz", files=("elsewhere/a.txt",))
-    with pytest.raises(RuntimeError, match="do not hold a.txt"):
+    with pytest.raises(loc.IncompleteDatasetError, match="after unpacking the downloads in .* lacks a.txt"):
         loc.locate(_spec(archive), download=True)
 
 
@@ -150,3 +152,54 @@ def test_read_only_root_is_used_without_writing(tmp_path, monkeypatch):
     finally:
         for path in [read_only, *read_only.rglob("*")]:
             path.chmod(0o755)
+
+
+def test_find_passes_over_an_incomplete_copy_for_a_complete_one(tmp_path, monkeypatch):
+    first, second = tmp_path / "first", tmp_path / "second"
+    _write_demo(first)
+    _write_demo(second)
+    (first / "demo" / "inner" / "a.txt").write_text("")
+
+    def validate(folder):
+        if not (folder / "a.txt").read_text():
+            raise loc.IncompleteDatasetError(f"{folder / 'a.txt'} is empty; copy it again.")
+
+    monkeypatch.setenv("COURSEKIT_DATA", os.pathsep.join([str(first), str(second)]))
+    assert loc.find(_spec(validate=validate)) == second.resolve() / "demo" / "inner"
+    (second / "demo" / "inner" / "a.txt").write_text("")
+    with pytest.raises(loc.IncompleteDatasetError, match=f"{first.resolve()}.* is empty; copy it again"):
+        loc.find(_spec(validate=validate))
+
+
+def test_an_unsound_file_put_there_by_hand_is_named_not_asked_for(data_root):
+    (data_root / "demo").mkdir()
+    (data_root / "demo" / "demo.tar.gz").write_bytes(b"")
+    with pytest.raises(dl.DatasetNotFoundError, match="is there but is not a sound copy") as info:
+        loc.locate(_spec(checksum="md5:" + "0" * 32), download=False)
+    assert "delete it" in str(info.value)
+
+
+def test_no_writable_root_for_a_missing_dataset_is_not_a_permission_error(data_root, monkeypatch):
+    monkeypatch.setattr(loc.config, "writable_root", lambda: (_ for _ in ()).throw(PermissionError("all read-only")))
+    with pytest.raises(dl.DatasetNotFoundError, match="Demo is not present in any data root .* none of them can be written to"):
+        loc.locate(_spec(), download=True)
+
+
+def test_staging_folders_of_killed_synthetic_writers_are_removed(data_root):
+    stale = loc.synthetic_root() / ".demo.killed.partial"
+    (stale / "demo").mkdir(parents=True)
+    hours_ago = time.time() - 2 * tempfiles.STALE_AGE
+    os.utime(stale, (hours_ago, hours_ago))
+    loc.ensure_synthetic(_spec(), _write_demo)
+    assert not stale.exists() and [p.name for p in loc.synthetic_root().iterdir()] == ["demo"]
+
+
+def test_a_damaged_synthetic_stand_in_is_written_again(data_root):
+    def validate(folder):
+        if (folder / "a.txt").read_text() != "synthetic":
+            raise loc.IncompleteDatasetError(f"{folder / 'a.txt'} is damaged")
+
+    folder = loc.ensure_synthetic(_spec(validate=validate), _write_demo)
+    (folder / "a.txt").write_text("dam")
+    assert loc.ensure_synthetic(_spec(validate=validate), _write_demo) == folder
+    assert (folder / "a.txt").read_text() == "synthetic"

@@ -1,5 +1,6 @@
 import dataclasses
 import gzip
+import re
 import struct
 
 import numpy as np
@@ -8,6 +9,7 @@ from PIL import Image
 
 from coursekit.data import mnist, synthetic
 from coursekit.data.download import DatasetNotFoundError
+from coursekit.data.locate import IncompleteDatasetError, find
 
 
 @pytest.fixture
@@ -108,3 +110,67 @@ def test_offline_download_is_one_clear_error(data_root, monkeypatch):
 def test_mirror_acceptance_numbers(mirror):
     assert mnist.load_mnist("train")[0].shape == (8000, 784)
     assert len(mnist.MNIST(train=False)) == 2000
+
+
+def _write_gz(path, payload):
+    """A gzip file holding ``payload``."""
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+        f.write(payload)
+
+
+@pytest.mark.parametrize("cut", [1, 10, 100, 400])
+def test_validate_catches_a_truncated_gz(mnist_root, cut):
+    # A truncated gz has the right header but a gzip trailer (ISIZE) of random bytes; it used to show "ok".
+    folder = mnist_root / "mnist"
+    mnist.SPEC.validate(folder)
+    path = folder / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-cut])
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(path))):
+        mnist.SPEC.validate(folder)
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(path))):
+        find(mnist.SPEC, mnist_root)
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(path))):
+        mnist.SPEC.read_all(folder)
+
+
+@pytest.mark.parametrize("payload, message", [
+    (struct.pack(">IIII", 0x801, 2, 28, 28) + bytes(2 * 784), "magic number 0x803"),
+    (struct.pack(">IIII", 0x803, 2, 14, 14) + bytes(2 * 196), "MNIST's are 28×28"),
+    (struct.pack(">IIII", 0x803, 3, 28, 28) + bytes(2 * 784), "header (3, 28, 28) needs"),
+    (b"", "magic number 0x803"),
+], ids=["magic", "dims", "count-vs-trailer", "empty"])
+def test_validate_checks_magic_dims_and_sizes(mnist_root, payload, message):
+    path = mnist_root / "mnist" / "train-images-idx3-ubyte.gz"
+    _write_gz(path, payload)
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(path))) as info:
+        mnist.SPEC.validate(mnist_root / "mnist")
+    assert message in str(info.value)
+
+
+def test_validate_checks_image_and_label_counts(mnist_root):
+    _write_gz(mnist_root / "mnist" / "t10k-labels-idx1-ubyte.gz", struct.pack(">II", 0x801, 3) + bytes(3))
+    with pytest.raises(IncompleteDatasetError, match="20 images but 3 labels in t10k-images-idx3-ubyte.gz and "
+                                                     "t10k-labels-idx1-ubyte.gz"):
+        mnist.SPEC.validate(mnist_root / "mnist")
+
+
+def test_files_that_are_not_gzip_or_missing_are_errors_naming_them(tmp_path):
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(tmp_path / "absent.gz"))) as info:
+        mnist.read_idx(tmp_path / "absent.gz", mnist.IMAGE_MAGIC)
+    assert "is missing" in str(info.value)
+    (tmp_path / "x.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(tmp_path / "x.gz"))):
+        mnist.read_idx(tmp_path / "x.gz", mnist.IMAGE_MAGIC)
+
+
+def test_labels_outside_0_to_9_are_errors_naming_the_file(mnist_root):
+    path = mnist_root / "mnist" / "train-labels-idx1-ubyte.gz"
+    _write_gz(path, struct.pack(">II", 0x801, 30) + bytes([3] * 29 + [10]))
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(path))) as info:
+        mnist.load_mnist("train", root=mnist_root)
+    assert "label 10" in str(info.value)
+
+
+def test_mirror_passes_validate_and_read_all(mirror):
+    mnist.SPEC.validate(mirror / "mnist")
+    mnist.SPEC.read_all(mirror / "mnist")

@@ -1,5 +1,6 @@
 import dataclasses
 import hashlib
+import re
 import tarfile
 import traceback
 
@@ -9,6 +10,7 @@ from PIL import Image
 
 from coursekit.data import synthetic, voc
 from coursekit.data.download import DatasetNotFoundError, Resource
+from coursekit.data.locate import IncompleteDatasetError
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +111,79 @@ def test_ci_profile_does_not_download(data_root, monkeypatch):
     monkeypatch.setattr(voc, "SYNTHETIC_VAL", 1)
     monkeypatch.setattr("coursekit.data.download._stream", lambda *a, **k: pytest.fail("no downloads in ci"))
     assert voc.VOCSegmentation(download=True).synthetic
+
+
+@pytest.fixture
+def small_voc(tmp_path):
+    """A VOC folder of 2 train and 1 val images (32×32) under ``tmp_path``; returns ``(folder, first train id)``."""
+    folder = synthetic.write_voc(tmp_path, n_train=2, n_val=1, size=32)
+    return folder, (folder / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[0]
+
+
+def test_the_synthetic_stand_in_passes_validate_and_read_all(voc_root):
+    folder = voc_root / voc.SPEC.folder
+    voc.SPEC.validate(folder)
+    voc.SPEC.read_all(folder)
+
+
+@pytest.mark.parametrize("damage, culprit", [
+    (lambda folder, name: (folder / "ImageSets/Segmentation/val.txt").write_text("\n"),
+     "ImageSets/Segmentation/val.txt"),
+    (lambda folder, name: (folder / "ImageSets/Segmentation/trainval.txt").unlink(),
+     "ImageSets/Segmentation/trainval.txt"),
+    (lambda folder, name: (folder / f"SegmentationClass/{name}.png").unlink(), "SegmentationClass/{name}.png"),
+    (lambda folder, name: (folder / f"JPEGImages/{name}.jpg").unlink(), "JPEGImages/{name}.jpg"),
+], ids=["empty-list", "missing-list", "missing-map", "missing-photo"])
+def test_validate_checks_the_list_files_and_listed_images(small_voc, damage, culprit):
+    folder, name = small_voc
+    voc.SPEC.validate(folder)
+    damage(folder, name)
+    path = folder / culprit.format(name=name)
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(path))):
+        voc.SPEC.validate(folder)
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(path))):
+        voc.VOCSegmentation(folder.parents[2])
+
+
+def _truncate(path):
+    """Keep the first half of the file."""
+    raw = path.read_bytes()
+    path.write_bytes(raw[:len(raw) // 2])
+
+
+def _relabel(path, value):
+    """Set the top-left pixel of a palette class map to ``value``, keeping its palette."""
+    target = Image.open(path)
+    values = np.asarray(target).copy()
+    values[0, 0] = value
+    relabelled = Image.fromarray(values, mode="P")
+    relabelled.putpalette(target.getpalette())
+    relabelled.save(path)
+
+
+@pytest.mark.parametrize("damage, culprit, message", [
+    (lambda photo, target: _truncate(photo), "photo", "not a readable JPEG image"),
+    (lambda photo, target: _truncate(target), "target", "not a readable PNG image"),
+    (lambda photo, target: target.write_bytes(b"not a png"), "target", "not a readable PNG image"),
+    (lambda photo, target: target.write_bytes(photo.read_bytes()), "target", "not a readable PNG image"),
+    (lambda photo, target: Image.open(target).resize((16, 16)).save(target), "target", "is 16×16 but its photo"),
+    (lambda photo, target: _relabel(target, 30), "target", "holds values [30]"),
+    (lambda photo, target: _relabel(target, 21), "target", "holds values [21]"),
+], ids=["truncated-jpeg", "truncated-png", "garbage-png", "jpeg-as-png", "other-size", "value-30", "value-21"])
+def test_unreadable_or_wrong_images_are_errors_naming_the_file(small_voc, damage, culprit, message):
+    folder, name = small_voc
+    files = {"photo": folder / "JPEGImages" / f"{name}.jpg", "target": folder / "SegmentationClass" / f"{name}.png"}
+    damage(files["photo"], files["target"])
+    dataset = voc.VOCSegmentation(folder.parents[2])
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(files[culprit]))) as info:
+        dataset[dataset.ids.index(name)]
+    assert message in str(info.value)
+    with pytest.raises(IncompleteDatasetError, match=re.escape(str(files[culprit]))):
+        voc.SPEC.read_all(folder)
+
+
+def test_void_and_all_class_indices_are_accepted(small_voc):
+    folder, name = small_voc
+    _relabel(folder / "SegmentationClass" / f"{name}.png", 20)
+    dataset = voc.VOCSegmentation(folder.parents[2])
+    assert 20 in np.asarray(dataset[dataset.ids.index(name)][1])

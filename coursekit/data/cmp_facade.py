@@ -23,7 +23,8 @@ from PIL import Image
 
 from .. import viz
 from .download import Resource
-from .locate import DatasetSpec, find, locate
+from .files import DatasetFileError, open_image
+from .locate import DatasetSpec, IncompleteDatasetError, find, locate
 
 # Label 1..12 of the DB in order (the .xml files name labels 2..12; 1 is the background).
 FACADE_CLASSES = ("background", "facade", "window", "door", "cornice", "sill", "balcony", "blind", "deco",
@@ -39,34 +40,77 @@ HANDOUT_SPLIT = (500, 30, 76)
 _URL = "https://cmp.felk.cvut.cz/~tylecr1/facade/"
 
 
+# Photo/label pairs of each official archive, by file prefix: a copy with fewer is incomplete.
+EXPECTED_PAIRS = {"cmp_b": 378, "cmp_x": 228}
+
+
 def _pairs(folder: Path, prefix: str) -> list[Path]:
-    """The sorted ``<prefix>NNNN.jpg`` photos of ``folder``; each must have its ``.png`` label map."""
+    """The sorted ``<prefix>NNNN.jpg`` photos of ``folder``; each must have its ``.png`` label map.
+
+    Raises:
+        IncompleteDatasetError: a photo has no label map.
+    """
     photos = sorted(folder.glob(f"{prefix}*.jpg"))
     unlabelled = [p.name for p in photos if not p.with_suffix(".png").is_file()]
     if unlabelled:
-        raise FileNotFoundError(f"{len(unlabelled)} photos in {folder} have no .png label map "
-                                f"(e.g. {unlabelled[0]}); fetch the CMP Facade DB again.")
+        raise IncompleteDatasetError(f"{len(unlabelled)} photos in {folder} have no .png label map "
+                                     f"(e.g. {unlabelled[0]}): the copy is incomplete; fetch or copy the CMP "
+                                     f"Facade DB again.")
     return photos
 
 
-def _expect_pairs(prefix: str, count: int):
+def _expect_pairs(prefix: str):
+    """A ``DatasetSpec.validate`` for one archive: its folder holds ``EXPECTED_PAIRS[prefix]`` photo/label pairs."""
     def validate(folder: Path) -> None:
-        found = len(_pairs(folder, prefix))
+        found, count = len(_pairs(folder, prefix)), EXPECTED_PAIRS[prefix]
         if found != count:
-            raise RuntimeError(f"{folder} holds {found} {prefix}NNNN photo/label pairs, the official archive "
-                               f"{count}; delete the archive and download it again.")
+            raise IncompleteDatasetError(f"{folder} holds {found} {prefix}NNNN photo/label pairs, the official "
+                                         f"archive {count}: the copy is incomplete (or not the official one); "
+                                         f"delete it and fetch or copy the CMP Facade DB again.")
     return validate
+
+
+_FIX = "delete it and fetch or copy the CMP Facade DB again"
+
+
+def read_pair(photo: Path) -> tuple[Image.Image, Image.Image]:
+    """The photo ``cmp_xNNNN.jpg`` and its label map ``.png``, as stored.
+
+    Returns:
+        ``(image, labels)``: PIL RGB, and PIL ``"P"``/``"L"`` of the same size with values 1..12.
+
+    Raises:
+        DatasetFileError: either file is missing or unreadable, the label map is not a palette or
+            grey image, or its size differs from the photo's.
+    """
+    image = open_image(photo, "JPEG", _FIX).convert("RGB")
+    path = photo.with_suffix(".png")
+    labels = open_image(path, "PNG", _FIX)
+    if labels.mode not in ("P", "L"):
+        raise DatasetFileError(f"{path} has mode {labels.mode}, not a palette label map; {_FIX}.")
+    if labels.size != image.size:
+        raise DatasetFileError(f"{path} is {labels.size[0]}×{labels.size[1]} but its photo {photo.name} is "
+                               f"{image.size[0]}×{image.size[1]}; {_FIX}.")
+    return image, labels
+
+
+def _read_all(prefix: str):
+    """A ``DatasetSpec.read_all``: every photo/label pair of the folder opens as ``read_pair`` reads it."""
+    def read_all(folder: Path) -> None:
+        for photo in _pairs(folder, prefix):
+            read_pair(photo)
+    return read_all
 
 
 BASE_SPEC = DatasetSpec(name="CMP Facade DB (base)", folder="cmp_facade/base",
                         required=("cmp_b0001.jpg", "cmp_b0001.png"),
                         resources=(Resource("CMP_facade_DB_base.zip", (_URL + "CMP_facade_DB_base.zip",), None),),
-                        download_dir="cmp_facade", validate=_expect_pairs("cmp_b", 378))
+                        download_dir="cmp_facade", validate=_expect_pairs("cmp_b"), read_all=_read_all("cmp_b"))
 EXTENDED_SPEC = DatasetSpec(name="CMP Facade DB (extended)", folder="cmp_facade/extended",
                             required=("cmp_x0001.jpg", "cmp_x0001.png"),
                             resources=(Resource("CMP_facade_DB_extended.zip", (_URL + "CMP_facade_DB_extended.zip",),
                                                 None),),
-                            download_dir="cmp_facade", validate=_expect_pairs("cmp_x", 228))
+                            download_dir="cmp_facade", validate=_expect_pairs("cmp_x"), read_all=_read_all("cmp_x"))
 
 
 def split_sizes(n: int) -> tuple[int, int, int]:
@@ -93,6 +137,17 @@ def revert_input(image: torch.Tensor, mean: Sequence[float], std: Sequence[float
     return viz.denormalize(torch.as_tensor(image).detach().float().cpu(), mean, std).movedim(-3, -1).numpy()
 
 
+def _optional_extended(root: str | os.PathLike | None) -> Path | None:
+    """Fetch the optional extended set; on failure print a ``NOTE:`` and return ``None``."""
+    try:
+        return locate(EXTENDED_SPEC, root, download=True)
+    except RuntimeError as exc:  # DatasetNotFoundError, ChecksumError, IncompleteDatasetError, a corrupt zip
+        reason = str(exc).splitlines()[0]
+        print(f"NOTE: the optional CMP Facade extended set could not be fetched ({reason}); "
+              f"using the base set alone.")
+        return None
+
+
 def _label_lookup() -> list[int]:
     """Label map value -> class index: 1..12 -> 0..11, anything else -> 255."""
     lut = [IGNORE_INDEX] * 256
@@ -110,7 +165,8 @@ class CMPFacade(torch.utils.data.Dataset):
         transforms: joint transform called as ``image, target = transforms(image, target)``.
         download: fetch the base and extended zips when the base set is missing. When the
             base set is present nothing is downloaded, and the extended set is used only if
-            it is present too.
+            it is present too. The extended set is optional: when it cannot be fetched, a
+            ``NOTE:`` says why and the base set is used alone.
 
     Split: the photos are listed in sorted order, base set first, then the
     extended set, and cut in that order into ``split_sizes(n)``: the handout's
@@ -130,7 +186,7 @@ class CMPFacade(torch.utils.data.Dataset):
         folders = [locate(BASE_SPEC, root, download)]
         extended = find(EXTENDED_SPEC, root)
         if extended is None and base_missing and download:
-            extended = locate(EXTENDED_SPEC, root, download=True)
+            extended = _optional_extended(root)
         if extended is not None:
             folders.append(extended)
         photos = _pairs(folders[0], "cmp_b") + (_pairs(folders[1], "cmp_x") if extended is not None else [])
@@ -144,12 +200,8 @@ class CMPFacade(torch.utils.data.Dataset):
         return len(self.photos)
 
     def __getitem__(self, index: int):
-        photo = self.photos[index]
-        image = Image.open(photo).convert("RGB")
-        with Image.open(photo.with_suffix(".png")) as labels:
-            if labels.mode not in ("P", "L"):
-                raise ValueError(f"{photo.with_suffix('.png')} has mode {labels.mode}; expected a palette label map.")
-            target = labels.point(self._lut)
+        image, labels = read_pair(self.photos[index])
+        target = labels.point(self._lut)
         target.putpalette(FACADE_PALETTE.tobytes())
         if self.transforms is not None:
             image, target = self.transforms(image, target)

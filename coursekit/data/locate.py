@@ -8,6 +8,11 @@ calls ``locate``. The rules are the same for all datasets:
   ``COURSEKIT_DATA`` then the repository's ``data/``) are searched for
   ``<root>/<folder>``; a read-only root such as the offline mirror is fine.
 * ``root`` given: only ``<root>/<folder>`` is looked at.
+* Present means complete: a candidate folder must hold every required path
+  and pass the dataset's cheap ``validate`` check (file counts, sizes,
+  headers) wherever it is found, not only after a download. A folder that
+  fails is skipped for the next root; when no root holds a valid copy, the
+  first failure is raised as ``IncompleteDatasetError``.
 * Missing: official archives already lying in the download folder (put
   there by hand, or by an earlier run) are verified and unpacked; otherwise,
   with ``download=True``, they are fetched into the writable root (or
@@ -25,15 +30,18 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import config
+from .. import config, tempfiles
 from . import download as dl
 
 SYNTHETIC_FOLDER = "synthetic"
-ARCHIVE_SUFFIXES = (".tar", ".tgz", ".tar.gz", ".zip")
+
+
+class IncompleteDatasetError(RuntimeError):
+    """A dataset's folder exists but is incomplete or unreadable; the message names it and what to do."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,10 @@ class DatasetSpec:
         resources: the official downloads.
         download_dir: where the downloads go, relative to the data root; archives
             (``.tar``, ``.tgz``, ``.tar.gz``, ``.zip``) are unpacked there.
-        validate: called with the dataset folder after a fetch; raises ``RuntimeError`` on wrong contents.
+        validate: a cheap completeness check of a dataset folder (file counts, sizes, headers; no full
+            read), run wherever the dataset is found and after a fetch; raises ``IncompleteDatasetError``.
+        read_all: a thorough check that reads every file as the loader would (``coursekit data``);
+            raises ``IncompleteDatasetError`` naming the first unreadable file.
     """
 
     name: str
@@ -56,18 +67,57 @@ class DatasetSpec:
     resources: tuple[dl.Resource, ...]
     download_dir: str
     validate: Callable[[Path], None] | None = None
+    read_all: Callable[[Path], None] | None = None
 
     def is_complete(self, folder: Path) -> bool:
         """Whether ``folder`` holds every required path."""
         return all((folder / rel).exists() for rel in self.required)
 
+    def check(self, folder: Path) -> None:
+        """Raise ``IncompleteDatasetError`` unless ``folder`` holds every required path and passes ``validate``."""
+        missing = [rel for rel in self.required if not (folder / rel).exists()]
+        if missing:
+            raise IncompleteDatasetError(f"{self.name}: {folder} lacks {', '.join(missing)}; copy or fetch it again.")
+        if self.validate is not None:
+            self.validate(folder)
+
+
+def copies(spec: DatasetSpec, root: str | os.PathLike | None = None) -> Iterator[tuple[Path, IncompleteDatasetError | None]]:
+    """Each folder under ``root`` (or the data roots, in order) that holds the required paths of ``spec``.
+
+    Yields:
+        ``(folder, problem)``: ``problem`` is ``None`` for a complete copy, else why ``spec.check`` refused it.
+    """
+    roots = [Path(root).expanduser()] if root is not None else config.data_roots()
+    for base in roots:
+        folder = base / spec.folder
+        if not spec.is_complete(folder):
+            continue
+        try:
+            spec.check(folder)
+        except IncompleteDatasetError as exc:
+            yield folder, exc
+            continue
+        yield folder, None
+
 
 def find(spec: DatasetSpec, root: str | os.PathLike | None = None) -> Path | None:
-    """The dataset folder under ``root`` (or the first data root holding it), or ``None``."""
-    if root is None:
-        return dl.find_in_roots(spec.folder, spec.required)
-    folder = Path(root).expanduser() / spec.folder
-    return folder if spec.is_complete(folder) else None
+    """The first complete copy of the dataset under ``root`` (or the data roots), or ``None`` when none has one.
+
+    A folder that holds the required paths but fails ``spec.validate`` is passed
+    over for the next root.
+
+    Raises:
+        IncompleteDatasetError: copies were found, but none is complete (the first one's reason).
+    """
+    failures = []
+    for folder, problem in copies(spec, root):
+        if problem is None:
+            return folder
+        failures.append(problem)
+    if failures:
+        raise failures[0]
+    return None
 
 
 def locate(spec: DatasetSpec, root: str | os.PathLike | None = None, download: bool = False) -> Path:
@@ -88,12 +138,33 @@ def locate(spec: DatasetSpec, root: str | os.PathLike | None = None, download: b
     found = find(spec, root)
     if found is not None:
         return found
-    target = Path(root).expanduser() if root is not None else config.writable_root()
+    target = Path(root).expanduser() if root is not None else _download_root(spec)
     archive_dir = target / spec.download_dir
     missing = [r for r in spec.resources if not dl.verify(archive_dir / r.filename, r.checksum)]
     if download or not missing:
         return _fetch(spec, target)
+    unsound = [archive_dir / r.filename for r in missing if (archive_dir / r.filename).exists()]
+    if unsound:
+        raise dl.offline_error(spec.name, missing, archive_dir,
+                               f"{unsound[0]} is there but is not a sound copy (wrong checksum, truncated or "
+                               f"corrupt): delete it, then download again")
     raise dl.offline_error(spec.name, missing, archive_dir, "download=False; pass download=True to fetch it")
+
+
+def _download_root(spec: DatasetSpec) -> Path:
+    """The writable data root that downloads of ``spec`` go to.
+
+    Raises:
+        DatasetNotFoundError: no data root can be written to, so the missing dataset cannot be fetched.
+    """
+    try:
+        return config.writable_root()
+    except PermissionError as exc:
+        error = dl.DatasetNotFoundError(f"{spec.name} is not present in any data root "
+                                        f"({', '.join(map(str, config.data_roots()))}), and none of them can be "
+                                        f"written to, so it cannot be downloaded: {exc}")
+        error.reason = "no writable data root"
+        raise error from None
 
 
 def _fetch(spec: DatasetSpec, target: Path) -> Path:
@@ -105,15 +176,13 @@ def _fetch(spec: DatasetSpec, target: Path) -> Path:
         except dl.DatasetNotFoundError as exc:
             missing = [r for r in spec.resources[index:] if not dl.verify(archive_dir / r.filename, r.checksum)]
             raise dl.offline_error(spec.name, missing, archive_dir, exc.reason) from None
-        if path.name.endswith(ARCHIVE_SUFFIXES):
+        if path.name.endswith(dl.ARCHIVE_SUFFIXES):
             dl.extract(path, archive_dir)
     folder = target / spec.folder
-    if not spec.is_complete(folder):
-        missing = [rel for rel in spec.required if not (folder / rel).exists()]
-        raise RuntimeError(f"{spec.name}: the downloaded files do not hold {', '.join(missing)} under {folder}; "
-                           f"delete {archive_dir} and download again.")
-    if spec.validate is not None:
-        spec.validate(folder)
+    try:
+        spec.check(folder)
+    except IncompleteDatasetError as exc:
+        raise IncompleteDatasetError(f"after unpacking the downloads in {archive_dir}: {exc}") from None
     return folder
 
 
@@ -127,29 +196,39 @@ def ensure_synthetic(spec: DatasetSpec, write: Callable[[Path], object]) -> Path
 
     ``write`` lays the dataset out under the data root it is given, in the
     official format. It runs in a private staging folder that is moved into
-    place at the end, so an interrupted run leaves nothing that looks complete.
+    place at the end, so an interrupted run leaves nothing that looks complete
+    (and the next run removes what it left, once stale).
     """
     root = synthetic_root()
     folder = root / spec.folder
-    if spec.is_complete(folder):
+    if _sound(spec, folder):
         return folder
     root.mkdir(parents=True, exist_ok=True)
     top = spec.folder.split("/")[0]
+    tempfiles.remove_stale(root, top, ".partial")
     staging = Path(tempfile.mkdtemp(prefix=f".{top}.", suffix=".partial", dir=root))
     try:
         write(staging)
-        if not spec.is_complete(staging / spec.folder):
-            raise RuntimeError(f"the synthetic {spec.name} writer did not produce {spec.folder}")
-        if not spec.is_complete(folder):
+        spec.check(staging / spec.folder)
+        if not _sound(spec, folder):  # a damaged stand-in is replaced too
             shutil.rmtree(root / top, ignore_errors=True)
             try:
                 os.replace(staging / top, root / top)
             except OSError:
-                if not spec.is_complete(folder):  # else another process finished first
+                if not _sound(spec, folder):  # else another process finished first
                     raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def _sound(spec: DatasetSpec, folder: Path) -> bool:
+    """Whether ``folder`` holds a complete copy of ``spec`` (``DatasetSpec.check`` passes)."""
+    try:
+        spec.check(folder)
+    except IncompleteDatasetError:
+        return False
+    return True
 
 
 _ANNOUNCED: set[str] = set()  # datasets whose synthetic stand-in was announced in this process

@@ -1,9 +1,12 @@
 """The course's datasets in one registry, and the status table of ``make data``.
 
 ``prepare_all(download=True)`` finds (or fetches) every dataset and checks
-it: where a data root carries a ``SHA256SUMS`` file (the offline mirror),
-every file the dataset has there is verified against it. ``format_table``
-turns the rows into the table that ``python -m coursekit data`` prints.
+it: a copy counts only when it is complete (``DatasetSpec.validate``) and
+every file reads as the loader reads it (``DatasetSpec.read_all``); where a
+data root carries a ``SHA256SUMS`` file (the offline mirror), every file the
+dataset has there is also verified against it. ``format_table`` turns the
+rows into the table that ``python -m coursekit data`` prints; a row that is
+not ``ok`` makes the command exit with status 1.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from pathlib import Path
 from .. import config
 from . import cifar, cmp_facade, flowers, mnist, voc
 from .download import ChecksumError, DatasetNotFoundError, file_digest
-from .locate import DatasetSpec, find, locate, locate_or_synthetic
+from .locate import DatasetSpec, IncompleteDatasetError, copies, find, locate, locate_or_synthetic
 
 @dataclass(frozen=True)
 class Entry:
@@ -105,18 +108,25 @@ def _missing_hint(entry: Entry, download: bool) -> str:
 def prepare(entry: Entry, download: bool = True) -> Row:
     """Find (or fetch, or stand in for) one dataset and check it.
 
-    Never raises for a missing or broken dataset: the row says what to do.
+    Never raises for a missing, incomplete or broken dataset: the row says what to do.
     """
-    present = find(entry.spec) is not None
     try:
+        present = find(entry.spec) is not None
         if entry.write_synthetic is not None:
             folder, synthetic = locate_or_synthetic(entry.spec, None, download, entry.write_synthetic)
         else:
             folder, synthetic = locate(entry.spec, None, download), False
+    except IncompleteDatasetError as exc:
+        return Row(entry.key, "incomplete", 0, f"incomplete: {_one_line(exc)}", ok=False)
     except DatasetNotFoundError:
         return Row(entry.key, "missing", 0, _missing_hint(entry, download), ok=entry.optional)
     except (ChecksumError, RuntimeError, OSError) as exc:
-        return Row(entry.key, "missing", 0, f"failed: {exc}", ok=False)
+        return Row(entry.key, "missing", 0, f"failed: {_one_line(exc)}", ok=False)
+    if entry.spec.read_all is not None:
+        try:
+            entry.spec.read_all(folder)
+        except IncompleteDatasetError as exc:
+            return Row(entry.key, str(folder), count_files(folder), f"unreadable: {_one_line(exc)}", ok=False)
     if synthetic:
         status = "synthetic (stand-in data, not real photos)"
     elif not present:
@@ -124,7 +134,15 @@ def prepare(entry: Entry, download: bool = True) -> Row:
         status = "downloaded (checksums verified)" if checked else "downloaded (contents checked)"
     else:
         status = verify_against_sums(entry.spec, folder) or "ok"
+    passed_over = [(other, problem) for other, problem in copies(entry.spec) if problem is not None]
+    if passed_over:
+        status += "".join(f"; passed over {other}: {_one_line(problem)}" for other, problem in passed_over)
     return Row(entry.key, str(folder), count_files(folder), status, ok=not status.startswith("checksum"))
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error's message on one line (multi-line messages joined with spaces)."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 def prepare_all(download: bool = True) -> list[Row]:
@@ -135,7 +153,8 @@ def prepare_all(download: bool = True) -> list[Row]:
 def format_table(rows: Sequence[Row]) -> str:
     """The rows as an aligned plain-text table: dataset, where found, files, status."""
     header = ("dataset", "where found", "files", "status")
-    cells = [header] + [(r.dataset, r.where, str(r.files) if r.where != "missing" else "-", r.status) for r in rows]
+    cells = [header] + [(r.dataset, r.where, str(r.files) if r.where not in ("missing", "incomplete") else "-",
+                         r.status) for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(3)]
     lines = ["  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2]), row[3]])
              for row in cells]

@@ -3,7 +3,9 @@
 Layout under a data root: ``voc/VOCdevkit/VOC2012/`` as
 ``VOCtrainval_11-May-2012.tar`` unpacks: ``JPEGImages/<id>.jpg``,
 ``SegmentationClass/<id>.png`` (palette PNGs: class index per pixel, 255 on
-the void band around objects) and ``ImageSets/Segmentation/{train,val}.txt``.
+the void band around objects) and ``ImageSets/Segmentation/{train,val,trainval}.txt``.
+``validate`` (run on every load) checks that the listed files are there;
+``read_all`` and the loader check each photo and class map as they read it.
 Not in the offline mirror: in the ``ci`` profile (or with
 ``COURSEKIT_SYNTHETIC=1``) a synthetic stand-in in the same layout is used.
 """
@@ -17,6 +19,7 @@ import torch
 from PIL import Image
 
 from .download import Resource
+from .files import DatasetFileError, open_image, read_bytes, unreadable
 from .locate import DatasetSpec, locate_or_synthetic
 
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -28,10 +31,8 @@ _TAR = "VOCtrainval_11-May-2012.tar"
 RESOURCES = (Resource(_TAR, (f"http://host.robots.ox.ac.uk/pascal/VOC/voc2012/{_TAR}",
                              f"https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/{_TAR}"),
                       "md5:6cd6e144f989b92b3379bac3b3de84fd"),)
-SPEC = DatasetSpec(name="PASCAL VOC 2012", folder="voc/VOCdevkit/VOC2012",
-                   required=("ImageSets/Segmentation/train.txt", "ImageSets/Segmentation/val.txt",
-                             "JPEGImages", "SegmentationClass"),
-                   resources=RESOURCES, download_dir="voc")
+_FIX = (f"delete its VOC2012 folder and load again: {_TAR} is unpacked anew (download=True fetches it), "
+        f"or the synthetic stand-in written anew")
 # Size of the synthetic stand-in (images are SYNTHETIC_SIZE × SYNTHETIC_SIZE).
 SYNTHETIC_TRAIN, SYNTHETIC_VAL, SYNTHETIC_SIZE = 64, 24, 128
 
@@ -48,6 +49,104 @@ def voc_palette(n: int = 256) -> np.ndarray:
 
 
 VOC_PALETTE = voc_palette()
+
+
+def _split_file(folder: Path, image_set: str) -> Path:
+    """The list file of ``image_set`` in a VOC2012 folder."""
+    return folder / "ImageSets" / "Segmentation" / f"{image_set}.txt"
+
+
+def read_ids(split_file: Path) -> list[str]:
+    """The image ids listed in an ``ImageSets/Segmentation/*.txt`` file, in file order.
+
+    Raises:
+        DatasetFileError: the file is missing, unreadable, not text or lists no id.
+    """
+    try:
+        text = read_bytes(split_file, _FIX).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetFileError(f"{split_file} is not a text list of image ids ({exc}); {_FIX}.") from None
+    ids = [line.strip() for line in text.splitlines() if line.strip()]
+    if not ids:
+        raise DatasetFileError(f"{split_file} lists no image; {_FIX}.")
+    return ids
+
+
+def read_pair(folder: Path, name: str) -> tuple[Image.Image, Image.Image]:
+    """The photo and class map of image ``name``, checked.
+
+    Returns:
+        ``(image, target)``: PIL RGB and PIL ``"P"`` of the same size, with
+        class indices 0..20 and 255 (void).
+
+    Raises:
+        DatasetFileError: either file is missing or unreadable, the class map is not a palette
+            PNG, has another size than the photo or holds other values.
+    """
+    photo = folder / "JPEGImages" / f"{name}.jpg"
+    image = open_image(photo, "JPEG", _FIX).convert("RGB")
+    path = folder / "SegmentationClass" / f"{name}.png"
+    target = open_image(path, "PNG", _FIX)
+    if target.mode != "P":
+        raise DatasetFileError(f"{path} has mode {target.mode}; VOC targets are palette ('P') PNGs; {_FIX}.")
+    if target.size != image.size:
+        raise DatasetFileError(f"{path} is {target.width}×{target.height} but its photo {photo} is "
+                               f"{image.width}×{image.height}; {_FIX}.")
+    counts = np.bincount(np.asarray(target).ravel(), minlength=256)
+    unknown = np.flatnonzero(counts[len(VOC_CLASSES):IGNORE_INDEX]) + len(VOC_CLASSES)
+    if unknown.size:
+        raise DatasetFileError(f"{path} holds values {unknown[:5].tolist()}, not class indices 0..20 or 255 (void); "
+                               f"{_FIX}.")
+    return image, target
+
+
+def _listing(folder: Path) -> set[str]:
+    """The file names in ``folder``.
+
+    Raises:
+        DatasetFileError: it cannot be listed.
+    """
+    try:
+        return set(os.listdir(folder))
+    except OSError as exc:
+        raise unreadable(folder, exc, _FIX) from None
+
+
+def validate(folder: Path) -> None:
+    """Cheap check of a VOC folder: every list file names images whose photo and class map are there.
+
+    Only the list files are read; the image folders are listed, not opened.
+
+    Raises:
+        DatasetFileError: naming a list file that is missing or empty, or the first missing image file.
+    """
+    present = {sub: _listing(folder / sub) for sub in ("JPEGImages", "SegmentationClass")}
+    for image_set in IMAGE_SETS:
+        split_file = _split_file(folder, image_set)
+        missing = [folder / sub / f"{name}{suffix}" for name in read_ids(split_file)
+                   for sub, suffix in (("JPEGImages", ".jpg"), ("SegmentationClass", ".png"))
+                   if f"{name}{suffix}" not in present[sub]]
+        if missing:
+            raise DatasetFileError(f"{len(missing)} files listed in {split_file} are missing, e.g. {missing[0]}; "
+                                   f"{_FIX}.")
+
+
+def read_all(folder: Path) -> None:
+    """Thorough check of a VOC folder: ``validate``, then every listed photo and class map read as the loader does.
+
+    Raises:
+        DatasetFileError: naming the first file that fails.
+    """
+    validate(folder)
+    names = dict.fromkeys(name for image_set in IMAGE_SETS for name in read_ids(_split_file(folder, image_set)))
+    for name in names:
+        read_pair(folder, name)
+
+
+SPEC = DatasetSpec(name="PASCAL VOC 2012", folder="voc/VOCdevkit/VOC2012",
+                   required=("ImageSets/Segmentation/train.txt", "ImageSets/Segmentation/val.txt",
+                             "JPEGImages", "SegmentationClass"),
+                   resources=RESOURCES, download_dir="voc", validate=validate, read_all=read_all)
 
 
 def write_synthetic(root: Path) -> None:
@@ -78,10 +177,7 @@ class VOCSegmentation(torch.utils.data.Dataset):
         if image_set not in IMAGE_SETS:
             raise ValueError(f"image_set must be one of {IMAGE_SETS}, not {image_set!r}.")
         self.folder, self.synthetic = locate_or_synthetic(SPEC, root, download, write_synthetic)
-        split_file = self.folder / "ImageSets" / "Segmentation" / f"{image_set}.txt"
-        if not split_file.is_file():
-            raise FileNotFoundError(f"{split_file} is missing; the VOC folder {self.folder} is incomplete.")
-        self.ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+        self.ids = read_ids(_split_file(self.folder, image_set))
         if sanity_check is not None:
             if not 0 <= sanity_check < len(self.ids):
                 raise IndexError(f"sanity_check={sanity_check} is outside the {len(self.ids)} {image_set} images.")
@@ -92,12 +188,7 @@ class VOCSegmentation(torch.utils.data.Dataset):
         return len(self.ids)
 
     def __getitem__(self, index: int):
-        name = self.ids[index]
-        image = Image.open(self.folder / "JPEGImages" / f"{name}.jpg").convert("RGB")
-        target = Image.open(self.folder / "SegmentationClass" / f"{name}.png")
-        target.load()
-        if target.mode != "P":
-            raise ValueError(f"{name}.png has mode {target.mode}; VOC targets are palette ('P') PNGs.")
+        image, target = read_pair(self.folder, self.ids[index])
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
