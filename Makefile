@@ -6,6 +6,7 @@
 #   make data    fetch and verify every dataset, then print a status table
 #   make notebooks   re-execute the notebooks in the ci profile (refreshes stored outputs), then re-measure the
 #                    tolerances of their training numbers on simulated machines (NOTEBOOKS=... for some only)
+#   make bench   every benchmark in benchmarks/ at its default size (each prints its ratio last; not part of test)
 #   make test-install  build the wheel, install it alone in a fresh venv, import what the notebooks import
 #   make test-floor  the unit tests and a run of every notebook on the oldest declared Python with the oldest
 #                    declared releases (constraints-floor.txt)
@@ -28,7 +29,9 @@ FLOOR_PYTHON ?= $(shell for p in python$(FLOOR_VERSION) $(HOME)/.pyenv/versions/
 FLOOR_VENV := .venv-floor
 INSTALL_VENV := build/install-check
 
-.PHONY: setup test test-unit test-notebooks test-install test-floor floor-python lab data notebooks clean
+BENCHMARKS := $(sort $(filter-out benchmarks/timing.py,$(wildcard benchmarks/*.py)))
+
+.PHONY: setup test test-unit test-notebooks test-install test-floor floor-python bench lab data notebooks clean
 
 setup: $(STAMP)
 
@@ -69,6 +72,9 @@ test-floor:
 	@echo "every notebook runs to its end (outputs not compared: they are stored under constraints.txt)"
 	$(NOTEBOOK_ENV) $(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env \
 	  --nbval-cell-timeout 600 notebooks $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@for script in $(BENCHMARKS); do echo "== $$script"; $(PY) $$script || exit 1; done
 
 lab: $(STAMP)
 	$(PY) -m jupyter lab notebooks
