@@ -18,11 +18,13 @@ def test_parser_knows_the_commands():
     assert parser.parse_args(["tolerances", "a.ipynb", "b.ipynb"]).notebooks == ["a.ipynb", "b.ipynb"]
 
 
-def _notebook(path):
+def _notebook(path, *sources):
+    """Write a notebook of code cells ``sources`` (default: one printing the profile) to ``path``; return it."""
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("import os\nprint(os.environ['COURSEKIT_PROFILE'])")]
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in sources or ("import os\nprint(os.environ['COURSEKIT_PROFILE'])",)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
+    return nb
 
 
 def test_execute_stores_outputs_of_the_requested_profile(tmp_path, capsys):
@@ -43,10 +45,7 @@ def test_execute_rejects_unknown_profile(tmp_path):
 
 def test_failed_execution_leaves_the_notebook_untouched(tmp_path):
     path = tmp_path / "broken.ipynb"
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
+    _notebook(path, "raise RuntimeError('boom')")
     before = path.read_text()
     with pytest.raises(Exception, match="boom"):
         notebooks.execute(path)
@@ -136,10 +135,8 @@ def test_missing_or_wrong_notebook_file_is_one_line(tmp_path, capsys):
 
 def test_failing_notebook_exits_1_naming_the_cell(tmp_path, capsys):
     path = tmp_path / "broken.ipynb"
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
+    nb = _notebook(path, "x = 1", "raise RuntimeError('boom')")
     nb.cells[1].id = "breaks"
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
     assert cli.main(["execute", str(path)]) == 1
     line = _one_line_error(capsys, "cell 1 (id breaks) raised RuntimeError: boom")
@@ -148,10 +145,7 @@ def test_failing_notebook_exits_1_naming_the_cell(tmp_path, capsys):
 
 def test_a_cell_past_the_timeout_fails_in_one_line(tmp_path, capsys):
     path = tmp_path / "slow.ipynb"
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("import time\ntime.sleep(30)")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
+    _notebook(path, "import time\ntime.sleep(30)")
     before = path.read_text()
     assert cli.main(["execute", str(path), "--timeout", "1"]) == 1
     _one_line_error(capsys, "a cell ran longer than 1 s")

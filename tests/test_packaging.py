@@ -6,13 +6,14 @@ import importlib.metadata
 import sys
 
 import nbformat
+from install_check import TOOLING as TOOLING_MODULES
 from project import PROJECT, requirement_name
 
 import coursekit
 from coursekit.config import REPO_ROOT
 
 # Modules of the kit that only instructors and the test suite use; they import the build and test extras.
-TOOLING = {"notebooks.py", "nbval_tolerance.py", "regression.py"}
+TOOLING = {module.rpartition(".")[2] + ".py" for module in TOOLING_MODULES}
 
 
 def _names(requirements):

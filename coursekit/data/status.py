@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import config
 from . import cifar, cmp_facade, flowers, mnist, voc
 from .download import ChecksumError, DatasetNotFoundError, file_digest
-from .locate import DatasetSpec, IncompleteDatasetError, copies, find, locate, locate_or_synthetic
+from .locate import DatasetSpec, IncompleteDatasetError, copies, locate, locate_or_synthetic
 
 @dataclass(frozen=True)
 class Entry:
@@ -111,7 +111,8 @@ def prepare(entry: Entry, download: bool = True) -> Row:
     Never raises for a missing, incomplete or broken dataset: the row says what to do.
     """
     try:
-        present = find(entry.spec) is not None
+        found = list(copies(entry.spec))
+        present = any(problem is None for _, problem in found)
         if entry.write_synthetic is not None:
             folder, synthetic = locate_or_synthetic(entry.spec, None, download, entry.write_synthetic)
         else:
@@ -134,7 +135,7 @@ def prepare(entry: Entry, download: bool = True) -> Row:
         status = "downloaded (checksums verified)" if checked else "downloaded (contents checked)"
     else:
         status = verify_against_sums(entry.spec, folder) or "ok"
-    passed_over = [(other, problem) for other, problem in copies(entry.spec) if problem is not None]
+    passed_over = [(other, problem) for other, problem in found if problem is not None]
     if passed_over:
         status += "".join(f"; passed over {other}: {_one_line(problem)}" for other, problem in passed_over)
     return Row(entry.key, str(folder), count_files(folder), status, ok=not status.startswith("checksum"))
