@@ -1,7 +1,11 @@
 # coursekit: one entry point for setup, tests, the lab and the data.
 #   make setup   create or refresh .venv from pyproject.toml + constraints.txt (the kit with its lab and test
 #                extras); TORCH_INDEX=https://download.pytorch.org/whl/cpu takes torch's CPU-only build
+#   make course  the course build (coursekit build): every solution notebook executed in the default profile
+#                (COURSEKIT_PROFILE), its solution PDF, the student versions, a summary; COURSE_ARGS=... adds
+#                options (e.g. COURSE_ARGS="--only 01 --no-pdf")
 #   make test    everything CI runs: pytest over tests/ and nbval over notebooks/
+#   make system-packages  the Debian packages the PDFs and their tests need (Chromium, MathJax, poppler)
 #   make lab     JupyterLab on notebooks/
 #   make data    fetch and verify every dataset, then print a status table
 #   make notebooks   re-execute the notebooks in the ci profile (refreshes stored outputs), then re-measure the
@@ -31,7 +35,11 @@ INSTALL_VENV := build/install-check
 
 BENCHMARKS := $(sort $(filter-out benchmarks/timing.py,$(wildcard benchmarks/*.py)))
 
-.PHONY: setup test test-unit test-notebooks test-install test-floor floor-python bench lab data notebooks clean
+# What the solution PDFs need (rendered by Chromium with a local MathJax) and their tests (poppler-utils).
+SYSTEM_PACKAGES := chromium libjs-mathjax fonts-mathjax poppler-utils
+COURSE_ARGS ?=
+
+.PHONY: course system-packages setup test test-unit test-notebooks test-install test-floor floor-python bench lab data notebooks clean
 
 setup: $(STAMP)
 
@@ -42,6 +50,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[lab,test]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (coursekit)" >/dev/null
 	@touch $(STAMP)
+
+course: $(STAMP)
+	$(PY) -m coursekit build $(COURSE_ARGS)
+
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing $$missing"; \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 test: test-unit test-notebooks
 

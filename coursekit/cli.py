@@ -18,7 +18,8 @@ DISTRIBUTION = "coursekit-cv"
 DATASET_NAMES = ("mnist", "cifar10", "cmp_facade", "cmp_facade/extended", "voc", "flowers17")
 
 DESCRIPTION = """\
-The course kit's command line: datasets, and running the course notebooks.
+The course kit's command line: datasets, running the course notebooks, and the
+instructor's build (executed solutions, PDFs, student versions).
 Run `coursekit COMMAND --help` for a command's options."""
 
 EPILOG = """\
@@ -127,15 +128,106 @@ def _cmd_tolerances(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _seconds(text: str) -> int:
-    """argparse type: a whole number of seconds, at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number of seconds")
-    return value
+def _course_notebooks(args: argparse.Namespace, folder=None) -> list:
+    """The notebooks a course command works on: the NOTEBOOK arguments, else those of ``folder``
+    (default: the kit's notebooks/) whose names start with one of ``--only``."""
+    from pathlib import Path
+
+    if getattr(args, "notebooks", None):
+        return _notebook_paths(args)
+    folder = Path(folder) if folder is not None else config.REPO_ROOT / "notebooks"
+    found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise CommandError(f"{folder}: no course notebooks there; name them as arguments "
+                           f"(the kit's notebooks come with its source checkout)")
+    only = args.only or []
+    chosen = [p for p in found if not only or any(p.stem.startswith(o) for o in only)]
+    unknown = [o for o in only if not any(p.stem.startswith(o) for p in found)]
+    if unknown:
+        raise CommandError(f"--only {' '.join(unknown)}: no such notebook in {folder} "
+                           f"(there are {', '.join(p.stem for p in found)})")
+    return chosen
+
+
+def _out(args: argparse.Namespace, sub: str):
+    from pathlib import Path
+
+    if args.out:
+        return Path(args.out)
+    from . import build
+    return build.default_out() / sub
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    _check_environment()
+    paths = _course_notebooks(args)
+    _needs("build", "build")
+    from pathlib import Path
+
+    from . import build
+    out = Path(args.out) if args.out else build.default_out()
+    profile = args.profile or config.profile_name()
+    print(f"building {len(paths)} notebook(s) in the {profile} profile into {out}")
+    rows = build.build(paths, out, profile, args.timeout, make_pdf=not args.no_pdf)
+    print(build.format_summary(rows))
+    failed = [row.name for row in rows if row.status == "failed"]
+    if failed:
+        print(f"coursekit: failed: {', '.join(failed)} (reasons above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    _check_environment()
+    paths = _course_notebooks(args)
+    _needs("build", "run")
+    from . import build
+    out, profile = _out(args, build.SOLUTIONS), args.profile or config.profile_name()
+    rows = [build.run_solution(path, out, profile, args.timeout) for path in paths]
+    print(build.format_summary(rows))
+    return 1 if any(row.status == "failed" for row in rows) else 0
+
+
+def _cmd_student(args: argparse.Namespace) -> int:
+    paths = _course_notebooks(args)
+    _needs("build", "student")
+    from . import build, student
+    out = _out(args, build.STUDENT)
+    for path in paths:
+        try:
+            print(f"student version: {student.write_student(path, out)}")
+        except student.MarkerError as exc:
+            raise CommandError(str(exc)) from None
+    return 0
+
+
+def _cmd_pdf(args: argparse.Namespace) -> int:
+    _needs("build", "pdf")
+    from . import build, pdf
+    paths = _course_notebooks(args, build.default_out() / build.SOLUTIONS)
+    out = _out(args, build.SOLUTIONS)
+    for path in paths:
+        try:
+            print(f"solution PDF: {build.render_pdf(path, out)}")
+        except pdf.PdfError as exc:
+            raise CommandError(f"{path.name}: {exc}") from None
+    return 0
+
+
+def _positive(unit: str):
+    """An argparse type: a whole number of ``unit`` (seconds, MB), at least 1."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of {unit}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{value} is not a positive number of {unit}")
+        return value
+    return parse
+
+
+_seconds = _positive("seconds")
 
 
 def _dataset(text: str) -> str:
@@ -186,6 +278,58 @@ def build_parser() -> argparse.ArgumentParser:
     tolerances.add_argument("--timeout", type=_seconds, default=900, metavar="SECONDS",
                             help="seconds one cell may run before the run fails (default: 900)")
     tolerances.set_defaults(func=_cmd_tolerances)
+
+    def course_command(name: str, help_text: str, description: str, func, positional: str = "solution notebooks"):
+        command = sub.add_parser(name, help=help_text, description=description)
+        command.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
+                             help=f"{positional} (.ipynb; default: all of the course's)")
+        command.add_argument("--only", nargs="+", metavar="NAME",
+                             help="only the course notebooks whose names start with these (e.g. 01 04_fcn)")
+        command.set_defaults(func=func)
+        return command
+
+    def profile_option(command, what: str) -> None:
+        command.add_argument("--profile", choices=config.PROFILES, default=None,
+                             help=f"how much {what} train: ci (tiny), cpu or full (default: COURSEKIT_PROFILE, "
+                                  f"else full with CUDA, else cpu)")
+
+    def timeout_option(command) -> None:
+        command.add_argument("--timeout", type=_seconds, default=900, metavar="SECONDS",
+                             help="seconds one cell may run (default: 900)")
+
+    course = course_command("build", "the course build: solutions executed, their PDFs, student versions",
+                            "Execute every solution notebook in a profile into build/solutions/, render "
+                            "each to build/solutions/<name>.pdf (with the system Chromium), write the "
+                            "student versions to build/student/, and print a summary: each notebook's status, time, the data "
+                            "it used (mirror, local copy, synthetic) and its recorded results. A notebook "
+                            "whose data cannot be had is skipped with the reason; the rest still build. "
+                            "Exit status 1 when a notebook failed.", _cmd_build)
+    profile_option(course, "the notebooks")
+    timeout_option(course)
+    course.add_argument("--out", metavar="DIR", help="the build folder (default: build/ in the kit's folder)")
+    course.add_argument("--no-pdf", action="store_true", help="skip the PDFs")
+
+    run = course_command("run", "execute solution notebooks into build/solutions/ (the files are not changed)",
+                         "Execute each solution notebook in a fresh kernel and write the executed copy to "
+                         "--out. `coursekit execute` is the maintainers' step that stores outputs in place.",
+                         _cmd_run)
+    profile_option(run, "the notebooks")
+    timeout_option(run)
+    run.add_argument("--out", metavar="DIR", help="where the executed copies go (default: build/solutions/)")
+
+    student_cmd = course_command("student", "write the student versions of solution notebooks",
+                                 "Replace every solution region by `# YOUR CODE HERE` / `raise "
+                                 "NotImplementedError()` (code) or `YOUR ANSWER HERE` (markdown), remove "
+                                 "hidden tests and outputs, and write the result to --out. A misplaced "
+                                 "marker is an error naming the notebook and cell.", _cmd_student)
+    student_cmd.add_argument("--out", metavar="DIR", help="where they go (default: build/student/)")
+
+    pdf_cmd = course_command("pdf", "render executed notebooks to solution PDFs",
+                             "Render executed notebooks (default: build/solutions/*.ipynb, made by `coursekit "
+                             "run`) to PDF with the system Chromium; math is typeset offline with a local "
+                             "MathJax.", _cmd_pdf, positional="executed notebooks")
+    pdf_cmd.add_argument("--out", metavar="DIR", help="where the PDFs go (default: build/solutions/)")
+
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -13,7 +14,16 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 from . import config, regression
 
 class NotebookError(RuntimeError):
-    """A notebook did not run to its end: names the notebook, the cell and what went wrong."""
+    """A notebook did not run to its end: names the notebook, the cell and what went wrong.
+
+    Attributes:
+        ename: the exception's class name when a cell raised (e.g. ``"DatasetNotFoundError"``), else ``None``.
+        evalue: its message, else ``None``.
+    """
+
+    def __init__(self, message: str, ename: str | None = None, evalue: str | None = None):
+        super().__init__(message)
+        self.ename, self.evalue = ename, evalue
 
 
 def _failed_cell(notebook: nbformat.NotebookNode) -> str:
@@ -39,11 +49,15 @@ SIMULATED_MACHINES: dict[str, dict[str, str]] = {
 
 
 def run(path: str | os.PathLike, profile: str = "ci", timeout: int = 900,
-        env: dict[str, str] | None = None) -> tuple[nbformat.NotebookNode, float]:
+        env: dict[str, str] | None = None, on_cell: Callable[[int, int], None] | None = None,
+        allow_errors: bool = False) -> tuple[nbformat.NotebookNode, float]:
     """Run every cell of the notebook at ``path`` in ``profile`` in a fresh kernel.
 
     The kernel runs in the notebook's folder with ``COURSEKIT_PROFILE`` set and
     ``env`` added to this process's environment; the file is not changed.
+    ``on_cell(index, count)`` is called as each cell starts (for a progress
+    bar). With ``allow_errors`` a cell that raises keeps its error output and
+    the run goes on.
 
     Returns:
         ``(notebook, seconds)``: the executed notebook and the wall-clock time.
@@ -61,8 +75,10 @@ def run(path: str | os.PathLike, profile: str = "ci", timeout: int = 900,
     notebook = nbformat.read(path, as_version=4)
     kernel_env = {**os.environ, **(env or {}), "COURSEKIT_PROFILE": profile}
     start = time.perf_counter()
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
                             resources={"metadata": {"path": str(path.parent.resolve())}})
+    if on_cell is not None:
+        client.on_cell_start = lambda cell, cell_index: on_cell(cell_index, len(notebook.cells))
     try:
         client.execute(env=kernel_env)
     except CellTimeoutError as exc:
@@ -72,7 +88,7 @@ def run(path: str | os.PathLike, profile: str = "ci", timeout: int = 900,
         raise NotebookError(f"{path}: the kernel died in {_failed_cell(notebook)} (out of memory?)") from exc
     except CellExecutionError as exc:
         raise NotebookError(f"{path}: {_failed_cell(notebook)} raised {exc.ename}: {exc.evalue}; open the "
-                            f"notebook to see the traceback") from exc
+                            f"notebook to see the traceback", exc.ename, exc.evalue) from exc
     return notebook, time.perf_counter() - start
 
 
@@ -83,7 +99,7 @@ def execute(path: str | os.PathLike, profile: str = "ci", timeout: int = 900) ->
     """
     path = Path(path)
     notebook, seconds = run(path, profile, timeout)
-    _write(notebook, path)
+    write(notebook, path)
     return seconds
 
 
@@ -116,7 +132,11 @@ def measure_tolerances(path: str | os.PathLike, machines: dict[str, dict[str, st
     return entries, problems
 
 
-def _write(notebook: nbformat.NotebookNode, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def write(notebook: nbformat.NotebookNode, path: str | os.PathLike) -> Path:
+    """Write ``notebook`` to ``path`` atomically (a temporary file beside it, then a rename); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
     nbformat.write(notebook, tmp)
     os.replace(tmp, path)
+    return path

@@ -6,6 +6,7 @@ so a reader, the course build and CI all see the same line.
 from __future__ import annotations
 
 import numbers
+import re
 
 _RECORDED: dict[str, object] = {}
 
@@ -29,3 +30,11 @@ def record(name: str, value: object, digits: int = 4) -> object:
 def recorded() -> dict[str, object]:
     """A copy of every value recorded in this process, by name."""
     return dict(_RECORDED)
+
+
+_LINE = re.compile(r"^result: (\S+) = (.*)$", re.MULTILINE)
+
+
+def parse(text: str) -> dict[str, str]:
+    """The ``result:`` lines of printed ``text`` as ``{name: value}`` (values as printed, last one wins)."""
+    return {name: value.strip() for name, value in _LINE.findall(text)}

@@ -25,7 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-TOOLING = {"coursekit.notebooks", "coursekit.nbval_tolerance", "coursekit.regression"}
+TOOLING = {"coursekit.notebooks", "coursekit.nbval_tolerance", "coursekit.regression", "coursekit.student",
+           "coursekit.build", "coursekit.pdf"}
 
 
 def notebook_imports(folder: Path) -> list[str]:

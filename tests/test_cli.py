@@ -1,4 +1,5 @@
 import argparse
+import re
 import subprocess
 import sys
 
@@ -74,7 +75,7 @@ def test_help_is_plain_text_and_describes_every_option(capsys):
             assert action.help, f"{command.prog}: {action.dest} has no help"
         text = command.format_help()
         assert "``" not in text and ":func:" not in text, "reStructuredText markup in the help"
-    assert set(subparsers.choices) == {"data", "execute", "tolerances"}
+    assert set(subparsers.choices) == {"data", "execute", "tolerances", "build", "run", "student", "pdf"}
     assert "COURSEKIT_HOME" in parser.format_help() and "exit status" in parser.format_help()
 
 
@@ -161,3 +162,45 @@ def test_a_missing_extra_is_named(tmp_path, monkeypatch, capsys):
     monkeypatch.delattr(coursekit, "notebooks", raising=False)
     assert cli.main(["execute", str(tmp_path / "tiny.ipynb")]) == 1
     _one_line_error(capsys, "pip install 'coursekit-cv[build]'")
+
+
+def test_course_commands_parse_with_their_defaults():
+    parser = cli.build_parser()
+    args = parser.parse_args(["build", "--only", "01", "04_fcn", "--no-pdf"])
+    assert args.only == ["01", "04_fcn"] and args.no_pdf and args.profile is None and args.out is None
+    assert parser.parse_args(["student", "--out", "handout"]).out == "handout"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["build", "--timeout", "soon"])
+
+
+def test_student_writes_every_course_notebook_into_out(tmp_path, capsys):
+    assert cli.main(["student", "--out", str(tmp_path)]) == 0
+    written = sorted(p.name for p in tmp_path.glob("*.ipynb"))
+    assert written == sorted(p.name for p in (cli.config.REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert capsys.readouterr().out.count("student version:") == len(written)
+
+
+def test_only_names_an_unknown_notebook_in_one_line(tmp_path, capsys):
+    assert cli.main(["student", "--only", "07", "--out", str(tmp_path)]) == 1
+    _one_line_error(capsys, "--only 07: no such notebook")
+
+
+def test_student_reports_a_misplaced_marker_in_one_line(tmp_path, capsys):
+    path = tmp_path / "00_bad.ipynb"
+    nb = _notebook(path, "### BEGIN SOLUTION\nx = 1")
+    nb.cells[0].metadata["nbgrader"] = {"solution": True, "grade": False, "grade_id": "x"}
+    nbformat.write(nb, path)
+    assert cli.main(["student", str(path), "--out", str(tmp_path / "out")]) == 1
+    _one_line_error(capsys, "00_bad.ipynb, cell 0")
+    assert not (tmp_path / "out" / "00_bad.ipynb").exists()
+
+
+def test_build_exits_1_when_a_notebook_fails_and_prints_the_summary(tmp_path, capsys):
+    good, bad = tmp_path / "01_good.ipynb", tmp_path / "02_bad.ipynb"
+    _notebook(good, "print('fine')")
+    _notebook(bad, "raise RuntimeError('boom')")
+    assert cli.main(["build", str(good), str(bad), "--profile", "ci", "--no-pdf", "--out", str(tmp_path / "b")]) == 1
+    captured = capsys.readouterr()
+    assert re.search(r"^01_good +built", captured.out, re.M) and re.search(r"^02_bad +failed", captured.out, re.M)
+    assert captured.err.strip().splitlines()[-1] == "coursekit: failed: 02_bad (reasons above)"
+    assert (tmp_path / "b" / "solutions" / "01_good.ipynb").is_file()

@@ -23,3 +23,10 @@ def test_format_value_digits():
 def test_record_rejects_names_with_spaces():
     with pytest.raises(ValueError, match="underscores"):
         results.record("test accuracy", 1.0)
+
+
+def test_parse_reads_back_what_record_prints(capsys):
+    results.record("miou", 0.51234)
+    results.record("passed", True)
+    printed = "epoch 1/2\n" + capsys.readouterr().out + "result: miou = 0.6000\nresult:not one\n"
+    assert results.parse(printed) == {"miou": "0.6000", "passed": "True"}

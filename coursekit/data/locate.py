@@ -234,6 +234,10 @@ def _sound(spec: DatasetSpec, folder: Path) -> bool:
 _ANNOUNCED: set[str] = set()  # datasets whose synthetic stand-in was announced in this process
 
 
+# The line a run prints when it falls back to stand-in data (the course build reads it back).
+SYNTHETIC_NOTE = "NOTE: {name} is not available here, so this uses synthetic stand-in data (generated shapes, not real photos)."
+
+
 def locate_or_synthetic(spec: DatasetSpec, root: str | os.PathLike | None, download: bool,
                         write: Callable[[Path], object]) -> tuple[Path, bool]:
     """``locate``, falling back to synthetic data where ``config.synthetic_allowed()``.
@@ -257,6 +261,5 @@ def locate_or_synthetic(spec: DatasetSpec, root: str | os.PathLike | None, downl
     folder = ensure_synthetic(spec, write)
     if spec.name not in _ANNOUNCED:
         _ANNOUNCED.add(spec.name)
-        print(f"NOTE: {spec.name} is not available here, so this uses synthetic stand-in data "
-              f"(generated shapes, not real photos).")
+        print(SYNTHETIC_NOTE.format(name=spec.name))
     return folder, True

@@ -18,7 +18,8 @@ from pathlib import Path
 from .. import config
 from . import cifar, cmp_facade, flowers, mnist, voc
 from .download import ChecksumError, DatasetNotFoundError, file_digest
-from .locate import DatasetSpec, IncompleteDatasetError, copies, locate, locate_or_synthetic
+from .locate import SYNTHETIC_NOTE, DatasetSpec, IncompleteDatasetError, copies, locate, locate_or_synthetic
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -144,6 +145,27 @@ def prepare(entry: Entry, download: bool = True) -> Row:
 def _one_line(exc: BaseException) -> str:
     """An error's message on one line (multi-line messages joined with spaces)."""
     return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+def origin(key: str, printed: str = "") -> str:
+    """Where dataset ``key`` of the registry comes from for a run that printed ``printed``.
+
+    Returns:
+        ``"synthetic"`` when the run printed the stand-in note for it, else
+        ``"mirror"`` (a complete copy in a checksummed mirror), ``"local copy"``
+        (a complete copy elsewhere, e.g. the download cache) or ``"missing"``.
+
+    Raises:
+        KeyError: ``key`` is not in ``DATASETS``.
+    """
+    entry = {e.key: e for e in DATASETS}[key]
+    if SYNTHETIC_NOTE.format(name=entry.spec.name) in printed:
+        return "synthetic"
+    for folder, problem in copies(entry.spec):
+        if problem is None:
+            root = folder.parents[len(Path(entry.spec.folder).parts) - 1]
+            return "mirror" if config.is_mirror(root) else "local copy"
+    return "missing"
 
 
 def prepare_all(download: bool = True) -> list[Row]:
