@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
 from tqdm import tqdm
 
-from . import __version__, config, notebooks, results, student
+from . import __version__, config, notebooks, results, student, tables, tempfiles
 from .data import status
 
 # The datasets each notebook reads (keys of coursekit.data.status.DATASETS); a test keeps this in step
@@ -28,6 +27,8 @@ NOTEBOOK_DATA = {
     "02_backprop": ("mnist",),
     "03_cifar_classifier": ("cifar10",),
     "04_fcn": ("cmp_facade", "voc"),
+    "05_colorization": ("cifar10",),
+    "06_finetuning": ("flowers17",),
 }
 # Errors that mean "the data is not here", not "the notebook is broken".
 DATA_ERRORS = ("DatasetNotFoundError", "IncompleteDatasetError")
@@ -151,23 +152,19 @@ def build(paths: list[Path], out: Path, profile: str, timeout: int = 900, make_p
         elif row.status == "built":
             row.pdf = "not asked for"
         rows.append(row)
-    summary = out / "summary.json"
-    tmp = summary.with_name(".summary.json.tmp")
-    tmp.write_text(json.dumps({"profile": profile, "notebooks": [asdict(r) for r in rows]}, indent=1) + "\n")
-    os.replace(tmp, summary)
+    tempfiles.write_text(out / "summary.json",
+                         json.dumps({"profile": profile, "notebooks": [asdict(r) for r in rows]}, indent=1) + "\n")
     return rows
 
 
 def format_summary(rows: list[Built]) -> str:
     """The build's summary table (notebook, status, time, data, PDF), then each notebook's results."""
-    table = [("notebook", "status", "time", "data", "pdf")]
+    table = []
     for row in rows:
         data = ", ".join(f"{key}: {where}" for key, where in row.data.items()) or "-"
         table.append((row.name, row.status, f"{row.seconds:.0f} s" if row.status == "built" else "-", data,
                       row.pdf or "-"))
-    widths = [max(len(line[i]) for line in table) for i in range(5)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = tables.format_table(("notebook", "status", "time", "data", "pdf"), table).splitlines()
     for row in rows:
         if row.reason:
             hint = SKIP_HINT if row.status == "skipped" else ""

@@ -19,7 +19,7 @@ DATASET_NAMES = ("mnist", "cifar10", "cmp_facade", "cmp_facade/extended", "voc",
 
 DESCRIPTION = """\
 The course kit's command line: datasets, running the course notebooks, and the
-instructor's build (executed solutions, PDFs, student versions).
+instructor's build (executed solutions, PDFs, student versions) and grading.
 Run `coursekit COMMAND --help` for a command's options."""
 
 EPILOG = """\
@@ -109,7 +109,7 @@ def _cmd_tolerances(args: argparse.Namespace) -> int:
     failed = False
     for path in paths:
         try:
-            entries, problems = notebooks.measure_tolerances(path, timeout=args.timeout)
+            entries, problems = notebooks.measure_tolerances(path, timeout=args.timeout, add=args.add_this_machine)
         except notebooks.NotebookError as exc:
             print(f"coursekit: {exc}", file=sys.stderr)
             return 1
@@ -121,7 +121,7 @@ def _cmd_tolerances(args: argparse.Namespace) -> int:
                   f"beyond their numbers", file=sys.stderr)
             continue
         moved = [e for e in entries if e.deviation]
-        print(f"{path}: {len(entries)} training numbers, {len(moved)} moved on the simulated machines")
+        print(f"{path}: {len(entries)} training numbers, {len(moved)} moved on the machines run")
         for entry in moved:
             print(f"  {entry.stored:>8} deviation {entry.deviation:<8g} tolerance {entry.tolerance:<8g} "
                   f"{entry.context[:90]}")
@@ -214,6 +214,25 @@ def _cmd_pdf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_grade(args: argparse.Namespace) -> int:
+    _check_environment()
+    _needs("build", "grade")
+    from pathlib import Path
+
+    from . import build, grading
+    solutions = Path(args.solutions) if args.solutions else config.REPO_ROOT / "notebooks"
+    out = Path(args.out) if args.out else build.default_out() / "grades" / "gradebook.csv"
+    memory = None if args.no_memory_limit else args.memory
+    try:
+        results = grading.grade(args.submissions, solutions, out, cell_timeout=args.timeout,
+                                total_timeout=args.total_timeout, memory_mb=memory, profile=args.profile)
+    except grading.GradingError as exc:
+        raise CommandError(str(exc)) from None
+    print(grading.format_results(results))
+    print(f"gradebook: {out}\nfeedback:  {out.parent / 'feedback'}")
+    return 0
+
+
 def _positive(unit: str):
     """An argparse type: a whole number of ``unit`` (seconds, MB), at least 1."""
     def parse(text: str) -> int:
@@ -228,6 +247,7 @@ def _positive(unit: str):
 
 
 _seconds = _positive("seconds")
+_megabytes = _positive("MiB")
 
 
 def _dataset(text: str) -> str:
@@ -277,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     tolerances.add_argument("notebooks", nargs="+", metavar="NOTEBOOK", help="notebook files (.ipynb)")
     tolerances.add_argument("--timeout", type=_seconds, default=900, metavar="SECONDS",
                             help="seconds one cell may run before the run fails (default: 900)")
+    tolerances.add_argument("--add-this-machine", action="store_true",
+                            help="run each notebook once on this machine as it is and widen its existing table to "
+                                 "cover what moved, keeping the deviations measured before (for a real CPU unlike "
+                                 "the simulated ones)")
     tolerances.set_defaults(func=_cmd_tolerances)
 
     def course_command(name: str, help_text: str, description: str, func, positional: str = "solution notebooks"):
@@ -329,6 +353,32 @@ def build_parser() -> argparse.ArgumentParser:
                              "run`) to PDF with the system Chromium; math is typeset offline with a local "
                              "MathJax.", _cmd_pdf, positional="executed notebooks")
     pdf_cmd.add_argument("--out", metavar="DIR", help="where the PDFs go (default: build/solutions/)")
+
+    grade = sub.add_parser("grade", help="grade submitted student notebooks: a gradebook CSV and feedback files",
+                           description="Run each submitted notebook (SUBMISSIONS holds <student>/<name>.ipynb "
+                                       "or <student>.ipynb) in its own kernel process, with the instructor's "
+                                       "check cells in force (edited or deleted ones are put back), a time "
+                                       "limit per cell and in all, and a memory limit. Each check's points "
+                                       "come from the kernel's reply, not from printed text. Writes one "
+                                       "gradebook row per submission and a feedback file per submission; "
+                                       "written answers are listed for grading by hand. Run it as an "
+                                       "unprivileged user without network: a submission is untrusted code.")
+    grade.add_argument("submissions", metavar="SUBMISSIONS", help="the folder of submitted notebooks")
+    grade.add_argument("--solutions", metavar="DIR",
+                       help="the instructor's solution notebooks (default: the kit's notebooks/)")
+    grade.add_argument("--out", metavar="CSV",
+                       help="the gradebook to write; feedback/ goes beside it (default: build/grades/gradebook.csv)")
+    grade.add_argument("--profile", choices=config.PROFILES, default="ci",
+                       help="the profile the submissions run in (default: ci, the fastest)")
+    grade.add_argument("--timeout", type=_seconds, default=120, metavar="SECONDS",
+                       help="seconds one cell may run before it is interrupted (default: 120)")
+    grade.add_argument("--total-timeout", type=_seconds, default=1800, metavar="SECONDS",
+                       help="seconds one submission may run in all before it is killed (default: 1800)")
+    grade.add_argument("--memory", type=_megabytes, default=8192, metavar="MIB",
+                       help="address-space limit of each kernel in MiB (default: 8192)")
+    grade.add_argument("--no-memory-limit", action="store_true",
+                       help="no memory limit (needed for a GPU: CUDA cannot start under one)")
+    grade.set_defaults(func=_cmd_grade)
 
     return parser
 

@@ -10,9 +10,11 @@ The loops are written to be read. ``fit`` runs the classic epoch loop::
         metrics = evaluate(model, val_loader, ...)
 
 and adds what a real run needs: the device, a progress bar, a check that the
-loss is still a number, a learning-rate scheduler, the best model state and
-checkpoints. ``evaluate`` streams a confusion matrix over the whole loader,
-so every accuracy and IoU is computed over the evaluated set itself.
+loss is still a number, a learning-rate scheduler, the best model state,
+checkpoints, and training on several processes when ``torchrun`` starts the
+script (``DistributedDataParallel``, see ``coursekit.distributed``).
+``evaluate`` streams a confusion matrix over the whole loader, so every
+accuracy and IoU is computed over the evaluated set itself.
 
 Shapes
 ------
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
@@ -38,7 +39,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import config, tempfiles
+from . import distributed as ddp
 from .metrics import ConfusionMatrix
+from .metrics import scores as matrix_scores
 
 MONITORS = ("accuracy", "miou", "loss")
 
@@ -143,7 +146,42 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int | None = None, los
         classes), ``confusion`` (int64 array K×K, rows = truth) and
         ``count`` (how many samples or pixels were evaluated).
     """
-    device = _resolve(device)
+    confusion, loss_sum, count = _evaluation_sums(model, loader, num_classes, loss_fn, _resolve(device), ignore_index)
+    if confusion is None:
+        raise ValueError("the loader yielded no batches; check the dataset and the batch size.")
+    return _scores(confusion.matrix, loss_sum, count)
+
+
+@torch.inference_mode()
+def _evaluate_shards(model: torch.nn.Module, shard, num_classes: int | None, loss_fn, device: torch.device,
+                     ignore_index: int | None) -> dict:
+    """``evaluate`` under DDP: each process evaluates its shard of the validation batches, then the sums are added
+    over the processes, so that every process returns the scores of the whole loader.
+
+    Args:
+        shard: this process's batches, ``ddp.shard_loader(val_loader, equal=False)``: each batch is evaluated once,
+            by one process, and the confusion matrix (int64) is exact; only the loss's float64 sum is added in
+            another order than in one process.
+    """
+    confusion, loss_sum, count = _evaluation_sums(model, shard, num_classes, loss_fn, device, ignore_index)
+    # A process whose shard is empty (fewer batches than processes) has no matrix: K is the one the others saw.
+    k = int(ddp.all_reduce(torch.tensor(confusion.num_classes if confusion else 0, device=device), op="max"))
+    if k == 0:
+        raise ValueError("the validation loader yielded no batches; check the dataset and the batch size.")
+    matrix = confusion.matrix if confusion else torch.zeros(k, k, dtype=torch.int64, device=device)
+    for total in (matrix, loss_sum, count):
+        ddp.all_reduce(total)
+    return _scores(matrix, loss_sum, count)
+
+
+def _evaluation_sums(model: torch.nn.Module, loader, num_classes: int | None, loss_fn, device: torch.device,
+                     ignore_index: int | None) -> tuple[ConfusionMatrix | None, torch.Tensor, torch.Tensor]:
+    """What ``evaluate`` adds up over ``loader`` (same arguments), in eval mode; the model's mode is restored.
+
+    Returns:
+        The confusion matrix (``None`` when ``loader`` yielded no batch), the loss summed over the evaluated
+        samples or pixels (float64, 0-d) and their count (int64, 0-d); both tensors on ``device``.
+    """
     was_training = model.training
     model.to(device).eval()
     confusion = None
@@ -165,18 +203,21 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int | None = None, los
         count += n
         confusion.update(logits.argmax(dim=1), targets)
     model.train(was_training)
-    if confusion is None:
-        raise ValueError("the loader yielded no batches; check the dataset and the batch size.")
-    scores = confusion.compute()
+    return confusion, loss_sum, count
+
+
+def _scores(matrix: torch.Tensor, loss_sum: torch.Tensor, count: torch.Tensor) -> dict:
+    """``evaluate``'s dict from the confusion matrix (int64 K×K), the loss sum (float64) and the count (int64)."""
+    found = matrix_scores(matrix)
     count = int(count)
     return {
         "loss": float(loss_sum) / count if count else float("nan"),
-        "accuracy": float(scores["pixel_accuracy"]),
-        "miou": float(scores["miou"]),
-        "mean_class_accuracy": float(scores["mean_class_accuracy"]),
-        "iou": np.asarray(scores["iou"], dtype=np.float64),
-        "class_accuracy": np.asarray(scores["class_accuracy"], dtype=np.float64),
-        "confusion": confusion.matrix.cpu().numpy(),
+        "accuracy": float(found["pixel_accuracy"]),
+        "miou": float(found["miou"]),
+        "mean_class_accuracy": float(found["mean_class_accuracy"]),
+        "iou": np.asarray(found["iou"], dtype=np.float64),
+        "class_accuracy": np.asarray(found["class_accuracy"], dtype=np.float64),
+        "confusion": matrix.cpu().numpy(),
         "count": count,
     }
 
@@ -220,26 +261,87 @@ def train_step(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tens
     Raises:
         FloatingPointError: the loss is NaN or infinite; nothing is updated.
     """
-    if loss_fn is None:
-        loss, logits = model(images, targets), None
-    else:
-        logits = _logits(model(images))
-        loss = loss_fn(logits, targets)
+    loss, logits = _forward(model, images, targets, loss_fn)
     loss_value = loss.item()
     if not math.isfinite(loss_value):
-        raise FloatingPointError(
-            f"the training loss became {loss_value}; training stopped. Lower the learning rate "
-            f"(it is {_current_lr(optimizer):g}), and check that the inputs are normalised and the "
-            "targets are valid class indices.")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+        raise _not_finite(str(loss_value), optimizer)
+    _update(loss, optimizer)
     return loss_value, logits
 
 
-def _train_one_epoch(model, loader, optimizer, loss_fn, device, ignore_index, epoch, scheduler_per_batch):
-    """One pass over ``loader`` in train mode; returns (mean loss, accuracy or None)."""
+def _forward(model, images, targets, loss_fn) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``train_step``'s loss (0-d, with its graph) and logits (``None`` for a model that returns its own loss)."""
+    if loss_fn is None:
+        return model(images, targets), None
+    logits = _logits(model(images))
+    return loss_fn(logits, targets), logits
+
+
+def _update(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    """Backward pass from ``loss`` and one optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def _not_finite(loss: str, optimizer: torch.optim.Optimizer) -> FloatingPointError:
+    """The error for a training loss ``loss`` (e.g. ``'nan'``) that is not a finite number."""
+    return FloatingPointError(
+        f"the training loss became {loss}; training stopped. Lower the learning rate "
+        f"(it is {_current_lr(optimizer):g}), and check that the inputs are normalised and the "
+        "targets are valid class indices.")
+
+
+def _step_or_skip(model, images, targets, optimizer, loss_fn, ignore_index) -> tuple[float, torch.Tensor | None] | None:
+    """``train_step``, or ``None`` (nothing updated) for a batch whose every target is ignored.
+
+    Raises:
+        FloatingPointError: the loss is not finite although some targets count.
+    """
+    try:
+        return train_step(model, images, targets, optimizer, loss_fn)
+    except FloatingPointError:
+        if int(_count_valid(targets, ignore_index)) == 0:
+            return None  # every target is ignored: the mean loss is 0/0 and there is nothing to learn
+        raise
+
+
+def _agreed_step(model, images, targets, optimizer, loss_fn, ignore_index) -> tuple[float, torch.Tensor | None] | None:
+    """``_step_or_skip`` under DDP, where all processes step together: no process may skip or stop alone, since
+    the others would wait for its gradients.
+
+    If any process's loss is not finite, every process skips this step (returns ``None``) when each such
+    process's targets are all ignored, and every process raises otherwise.
+
+    Raises:
+        FloatingPointError: on every process, when some process's loss is not finite although it has targets.
+    """
+    loss, logits = _forward(model, images, targets, loss_fn)
+    loss_value = loss.item()
+    finite = math.isfinite(loss_value)
+    stuck = not finite and int(_count_valid(targets, ignore_index)) > 0
+    # How many processes have a loss that is not finite, and how many of them have targets to learn from.
+    failed, stopped = ddp.all_reduce(torch.tensor([int(not finite), int(stuck)], device=images.device)).tolist()
+    if stopped:
+        what = "NaN or infinite" if finite else str(loss_value)
+        raise _not_finite(f"{what} on {failed} of {ddp.world_size()} processes", optimizer)
+    if failed:
+        return None
+    _update(loss, optimizer)
+    return loss_value, logits
+
+
+def _train_one_epoch(model, loader, optimizer, loss_fn, device, ignore_index, epoch, scheduler_per_batch,
+                     parallel: bool):
+    """One pass over ``loader`` in train mode; returns (mean loss, accuracy or None).
+
+    Under DDP (``parallel``: ``model`` is wrapped, ``loader`` is this process's shard) the processes agree on
+    every step, the sums are added over all processes, and a per-batch scheduler steps once per batch of every
+    process (``world_size()`` times per step), so that a schedule sized with ``len(train_loader)`` spans the
+    training as in one process.
+    """
     model.train()
+    step, scheduler_steps = (_agreed_step, ddp.world_size()) if parallel else (_step_or_skip, 1)
     # Sums stay on the device: no extra synchronisation per batch.
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -247,18 +349,23 @@ def _train_one_epoch(model, loader, optimizer, loss_fn, device, ignore_index, ep
     for batch_index, batch in enumerate(loader):
         images, targets = _to_device(batch, device)
         try:
-            loss_value, logits = train_step(model, images, targets, optimizer, loss_fn)
+            done = step(model, images, targets, optimizer, loss_fn, ignore_index)
         except FloatingPointError as error:
-            if int(_count_valid(targets, ignore_index)) == 0:
-                continue  # every target is ignored: the mean loss is 0/0 and there is nothing to learn
             raise FloatingPointError(f"epoch {epoch + 1}, batch {batch_index + 1}: {error}") from None
+        if done is None:
+            continue
+        loss_value, logits = done
         if scheduler_per_batch is not None:
-            scheduler_per_batch.step()
+            for _ in range(scheduler_steps):
+                scheduler_per_batch.step()
         n = _count_valid(targets, ignore_index)
         loss_sum += loss_value * n.double()
         count += n
         if logits is not None:
             correct += _count_correct(logits.detach(), targets, ignore_index)
+    if parallel:
+        for total in (loss_sum, correct, count):
+            ddp.all_reduce(total)
     count = int(count)
     if count == 0:
         raise ValueError("the training loader yielded no valid targets; check the dataset and the batch size.")
@@ -275,8 +382,20 @@ def fit(model: torch.nn.Module, train_loader, optimizer: torch.optim.Optimizer, 
         val_loader=None, num_classes: int | None = None, scheduler=None, scheduler_interval: str = "epoch",
         checkpoint_path: str | os.PathLike | None = None, monitor: str = "accuracy", restore_best: bool = False,
         device: torch.device | str | None = None, ignore_index: int | None = 255, desc: str | None = None,
-        verbose: bool = True) -> History:
+        verbose: bool = True, distributed: str | None = "auto") -> History:
     """Train ``model`` for ``epochs`` epochs, evaluating after each one.
+
+    Started by ``torchrun`` as one of several processes, ``fit`` trains one model on all of them with
+    ``DistributedDataParallel`` (see ``coursekit.distributed``; the calling code stays as it is): each process
+    trains on its share of ``train_loader``'s batches (``batch_size`` is per process; the step of W processes
+    sees the W·B images of W consecutive batches, as one process with batch size W·B would, and the last
+    ``len(train_loader) % W`` batches of each epoch are left out so that all processes take as many steps),
+    DDP averages the gradients, and the training loss and accuracy are those of all processes' batches. Each
+    process evaluates its share of ``val_loader``'s batches and the counts are added up, so every process gets
+    the scores of the whole validation set. Rank 0's batch-norm statistics are copied to all processes after
+    each epoch (DDP would at the next batch; batch norm normalises with each process's own batch). Only rank 0
+    shows progress, prints and saves checkpoints (of ``model`` itself, which load in one process); every
+    process returns the same ``History`` and ends with the same weights.
 
     Args:
         model: the network; moved to ``device`` once.
@@ -301,12 +420,16 @@ def fit(model: torch.nn.Module, train_loader, optimizer: torch.optim.Optimizer, 
         ignore_index: target value to skip (255 = VOC void); ``None`` skips nothing.
         desc: label of the progress bar.
         verbose: print one rounded line per epoch.
+        distributed: ``'auto'``: with DDP exactly when torchrun started this process as one of several
+            (``distributed.launched()``), in this process alone otherwise (exactly as without DDP); ``'ddp'``:
+            always with DDP (an error when not so started); ``None`` or ``'none'``: in this process alone.
 
     Returns:
         The ``History`` of per-epoch losses, accuracies and learning rates.
 
     Raises:
         FloatingPointError: the training loss became NaN or infinite.
+        RuntimeError: ``distributed='ddp'`` in a process that torchrun did not start as one of several.
     """
     if monitor not in MONITORS:
         raise ValueError(f"monitor={monitor!r} is not supported; use one of {', '.join(MONITORS)}.")
@@ -317,23 +440,32 @@ def fit(model: torch.nn.Module, train_loader, optimizer: torch.optim.Optimizer, 
         raise ValueError("ReduceLROnPlateau needs a metric, so it is stepped per epoch; use scheduler_interval='epoch'.")
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
-    device = _resolve(device)
+    parallel = ddp.use_ddp(distributed)
+    device = ddp.setup(_resolve(device)) if parallel else _resolve(device)
     model.to(device)
+    network, val_batches, validate = model, val_loader, evaluate
+    if parallel:
+        network, train_loader = ddp.data_parallel(model, device), ddp.shard_loader(train_loader)
+        val_batches = None if val_loader is None else ddp.shard_loader(val_loader, equal=False)
+        validate = _evaluate_shards
+    main = not parallel or ddp.is_main()  # the process that shows progress, prints and saves
     history = History(monitor=monitor)
     best_state = None
     per_batch = scheduler if scheduler_interval == "batch" else None
-    bar = tqdm(range(epochs), desc=desc or "epochs", unit="epoch", leave=True)
+    bar = tqdm(range(epochs), desc=desc or "epochs", unit="epoch", leave=True, disable=not main)
     for epoch in bar:
         history.lr.append(_current_lr(optimizer))
-        train_loss, train_accuracy = _train_one_epoch(model, train_loader, optimizer, loss_fn, device,
-                                                      ignore_index, epoch, per_batch)
+        train_loss, train_accuracy = _train_one_epoch(network, train_loader, optimizer, loss_fn, device,
+                                                      ignore_index, epoch, per_batch, parallel)
+        if parallel:
+            ddp.broadcast_buffers(model)
         history.train_loss.append(train_loss)
         if train_accuracy is not None:
             history.train_accuracy.append(train_accuracy)
         line = {"loss": train_loss}
         score = None
         if val_loader is not None:
-            scores = evaluate(model, val_loader, num_classes, loss_fn, device, ignore_index)
+            scores = validate(model, val_batches, num_classes, loss_fn, device, ignore_index)
             history.val_loss.append(scores["loss"])
             history.val_accuracy.append(scores["accuracy"])
             history.val_miou.append(scores["miou"])
@@ -349,14 +481,16 @@ def fit(model: torch.nn.Module, train_loader, optimizer: torch.optim.Optimizer, 
             history.best_epoch, history.best_score = epoch, score
             if restore_best:
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if checkpoint_path is not None:
+            if checkpoint_path is not None and main:
                 save_checkpoint(checkpoint_path, model, optimizer, epoch=epoch, history=history.to_dict())
         bar.set_postfix({k: f"{v:.3f}" for k, v in line.items()})
-        if verbose:
+        if verbose and main:
             tqdm.write(f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.3f}" for k, v in line.items()))
     bar.close()
     if restore_best and best_state is not None:
         model.load_state_dict(best_state)
+    if parallel:
+        ddp.wait_for_all(device)  # rank 0's last checkpoint is written before any process goes on
     return history
 
 
@@ -449,26 +583,6 @@ def _plain_key(key, where: str) -> str | int | float | bool | None:
     return plain
 
 
-def _write_atomically(path: Path, payload: dict) -> None:
-    """``torch.save(payload)`` to a temporary file next to ``path``, flushed to disk, then renamed over ``path``.
-
-    Raises:
-        OSError: the folder is not writable or the disk is full; ``path`` and the folder are as before.
-    """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    # os.open with 0o666 gives the file the mode of any new file (0o666 & ~umask); mkstemp would make it 0o600.
-    handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
                     **extra) -> Path:
     """Save the model's (and optimizer's) state to ``path`` atomically.
@@ -502,10 +616,7 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: 
     payload = {"model": model.state_dict(), **extras}
     if optimizer is not None:
         payload["optimizer"] = optimizer.state_dict()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tempfiles.remove_stale(path.parent, path.name, ".tmp")
-    _write_atomically(path, payload)
-    return path
+    return tempfiles.write_atomically(path, lambda file: torch.save(payload, file))
 
 
 def _unreadable(path: Path) -> CheckpointError:

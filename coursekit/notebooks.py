@@ -2,7 +2,10 @@
 much their training numbers move on other machines."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +14,8 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-from . import config, regression
+from . import config, progress, regression, tempfiles
+
 
 class NotebookError(RuntimeError):
     """A notebook did not run to its end: names the notebook, the cell and what went wrong.
@@ -57,7 +61,8 @@ def run(path: str | os.PathLike, profile: str = "ci", timeout: int = 900,
     ``env`` added to this process's environment; the file is not changed.
     ``on_cell(index, count)`` is called as each cell starts (for a progress
     bar). With ``allow_errors`` a cell that raises keeps its error output and
-    the run goes on.
+    the run goes on. Progress bars get their final line as text
+    (``progress.settle``), so that readers without widgets see where they ended.
 
     Returns:
         ``(notebook, seconds)``: the executed notebook and the wall-clock time.
@@ -89,6 +94,7 @@ def run(path: str | os.PathLike, profile: str = "ci", timeout: int = 900,
     except CellExecutionError as exc:
         raise NotebookError(f"{path}: {_failed_cell(notebook)} raised {exc.ename}: {exc.evalue}; open the "
                             f"notebook to see the traceback", exc.ename, exc.evalue) from exc
+    progress.settle(notebook)
     return notebook, time.perf_counter() - start
 
 
@@ -103,8 +109,17 @@ def execute(path: str | os.PathLike, profile: str = "ci", timeout: int = 900) ->
     return seconds
 
 
+def this_machine() -> dict[str, dict[str, str]]:
+    """This machine as it is, named for ``measure_tolerances(..., add=True)``: ``{"<cpu> x<cores>": {}}``."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    return {f"{cpu} x{os.cpu_count()}": {}}
+
+
 def measure_tolerances(path: str | os.PathLike, machines: dict[str, dict[str, str]] | None = None,
-                       timeout: int = 900, progress=print) -> tuple[list[regression.Entry], list[str]]:
+                       timeout: int = 900, progress=print, add: bool = False) -> tuple[list[regression.Entry], list[str]]:
     """Run the notebook once per simulated machine and write its tolerance table.
 
     The stored outputs are the reference (``execute`` them first): every number of
@@ -113,11 +128,16 @@ def measure_tolerances(path: str | os.PathLike, machines: dict[str, dict[str, st
     ``sanitize.cfg`` beside the notebook, as nbval applies them. The table is
     written only when no output moved where it may not.
 
+    With ``add`` the runs (default: ``this_machine()``) widen the existing table
+    instead of replacing it (``regression.widen``): a real machine whose numbers
+    move more than the simulated ones did is added to what they measured.
+
     Returns:
         ``(entries, problems)`` as ``regression.derive`` gives them.
     """
     path = Path(path)
-    machines = SIMULATED_MACHINES if machines is None else machines
+    if machines is None:
+        machines = this_machine() if add else SIMULATED_MACHINES
     stored = nbformat.read(path, as_version=4)
     runs = {}
     for name, env in machines.items():
@@ -127,16 +147,15 @@ def measure_tolerances(path: str | os.PathLike, machines: dict[str, dict[str, st
     config_path = path.parent / "sanitize.cfg"
     sanitize = regression.sanitizer(config_path) if config_path.exists() else (lambda text: text)
     entries, problems = regression.derive(stored.cells, runs, sanitize)
+    table = regression.table_path(path)
+    if add and table.exists():
+        entries = regression.widen(entries, regression.load(table))
+        machines = {**json.loads(table.read_text())["runs"], **machines}
     if not problems:
-        regression.save(regression.table_path(path), entries, machines, path.name)
+        regression.save(table, entries, machines, path.name)
     return entries, problems
 
 
 def write(notebook: nbformat.NotebookNode, path: str | os.PathLike) -> Path:
     """Write ``notebook`` to ``path`` atomically (a temporary file beside it, then a rename); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    nbformat.write(notebook, tmp)
-    os.replace(tmp, path)
-    return path
+    return tempfiles.write_text(path, nbformat.writes(notebook))

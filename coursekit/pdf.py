@@ -27,7 +27,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import tempfiles
+from . import progress, tempfiles
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 MATHJAX_JS = Path("/usr/share/javascript/mathjax/MathJax.js")
@@ -35,9 +35,6 @@ MATHJAX_CONFIG = "TeX-AMS_CHTML-full,Safe"
 INSTALL_HINT = "apt-get install chromium libjs-mathjax fonts-mathjax"
 TIMEOUT_S = 180  # wall seconds for one browser run
 VIRTUAL_TIME_MS = 60_000  # the browser's virtual time for MathJax to finish before it prints
-BAR_WIDTH = 10  # characters, as tqdm draws a bar in a notebook's text/plain
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 # Added to the exported page's <head>: code and output lines wrap instead of running off the page, and math in
 # narrow table cells is not broken over lines (nbconvert's MathJax configuration turns automatic breaks on).
 HEAD_EXTRA = """<style type="text/css">
@@ -96,51 +93,20 @@ def mathjax_url() -> str:
 def progress_text(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """A copy of ``notebook`` whose widget outputs are plain text, for places where widget JavaScript cannot run.
 
-    A tqdm bar (an HBox of HTML prefix, FloatProgress, HTML suffix in
-    ``metadata.widgets``) becomes the line tqdm prints in its final state,
+    A tqdm bar becomes the line tqdm prints in its final state (``progress.settle``),
     e.g. ``epoch: 100%|██████████| 3/3 [00:02<00:00, loss=0.41]``; any other
     widget keeps its ``text/plain``. The widget state is dropped from the copy's
     metadata, as no output refers to it any more.
     """
     notebook = copy.deepcopy(notebook)
-    models = notebook.metadata.pop("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    progress.settle(notebook)
+    notebook.metadata.pop("widgets", None)
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
             data = output.get("data", {})
-            if WIDGET_VIEW in data:
-                text = _bar_line(models, data[WIDGET_VIEW].get("model_id"))
-                output["data"] = nbformat.NotebookNode({"text/plain": data.get("text/plain", "") if text is None
-                                                        else text})
+            if progress.WIDGET_VIEW in data:
+                output["data"] = nbformat.NotebookNode({"text/plain": data.get("text/plain", "")})
     return notebook
-
-
-def _bar_line(models: dict, model_id: str | None) -> str | None:
-    """tqdm's text line for the widget ``model_id`` of ``models`` (a widget state), or None if it is no progress bar."""
-    model = models.get(model_id) or {}
-    children = model.get("state", {}).get("children") or [f"IPY_MODEL_{model_id}"]
-    parts = [models.get(child.removeprefix("IPY_MODEL_"), {}) for child in children]
-    names = [part.get("model_name") for part in parts]
-    if names.count("FloatProgressModel") + names.count("IntProgressModel") != 1:
-        return None
-    pieces = []
-    for name, part in zip(names, parts, strict=True):
-        state = part.get("state", {})
-        if name in ("FloatProgressModel", "IntProgressModel"):
-            pieces.append(_bar(state.get("value") or 0, state.get("min") or 0, state.get("max") or 0))
-        elif name in ("HTMLModel", "LabelModel"):
-            text = html.unescape(re.sub(r"<[^>]*>", "", state.get("value") or ""))
-            pieces.append(text.replace("\u2007", " ").replace("\xa0", " "))
-        else:
-            return None
-    return "|".join(pieces)
-
-
-def _bar(value: float, low: float, high: float) -> str:
-    """A ``BAR_WIDTH``-character bar of block characters for ``value`` in ``[low, high]``, as tqdm draws it."""
-    fraction = min(max((value - low) / (high - low), 0.0), 1.0) if high > low else 0.0
-    full, eighths = divmod(int(fraction * BAR_WIDTH * 8), 8)
-    bar = "█" * full + (" ▏▎▍▌▋▊▉"[eighths] if eighths else "")
-    return bar.ljust(BAR_WIDTH)
 
 
 def _with_header(notebook: nbformat.NotebookNode, name: str, profile: str, date: datetime.date) -> None:

@@ -71,6 +71,30 @@ SETTINGS: dict[str, dict[str, dict]] = {
                  "voc_val_images": None, "voc_batch_size": 16, "voc_epochs": 60, "voc_lr": 1e-4,
                  "overfit_epochs": 20, "overfit_steps": 5, "overfit_lr": 1e-3, "num_workers": 4},
     },
+    # CIFAR-10 horses. train_images: how many training horses are used (None: all; 1,000 on the offline mirror,
+    # 5,000 in the official set; the palette is always fitted on all of them, the 200 / 1,000 test horses are the
+    # validation set); num_filters, kernel: the networks' NF and kernel side; lr: Adam's; study_*: the batch-size
+    # study (ConvTransposeNet, study_epochs each); shown: images per figure strip.
+    "05_colorization": {
+        "ci": {"train_images": 300, "num_filters": 16, "kernel": 3, "batch_size": 20, "epochs": 3, "lr": 3e-3,
+               "study_batch_sizes": (20, 60, 150), "study_epochs": 2, "shown": 6},
+        "cpu": {"train_images": None, "num_filters": 32, "kernel": 3, "batch_size": 20, "epochs": 5, "lr": 2e-3,
+                "study_batch_sizes": (16, 32, 64, 128, 256), "study_epochs": 3, "shown": 8},
+        "full": {"train_images": None, "num_filters": 32, "kernel": 3, "batch_size": 100, "epochs": 25, "lr": 1e-3,
+                 "study_batch_sizes": (32, 64, 128, 256, 512), "study_epochs": 25, "shown": 8},
+    },
+    # backbone: DeepLabv3's (mobilenet_v3_large, resnet50 or resnet101); image_size: side every photo and trimap
+    # is resized to; *_images: how many of a split are used (None: all); lr: Adam's, for the new last layer
+    # alone (the same for both losses); shown: images per figure; min_val_miou: the validation mIoU the
+    # cross-entropy head must reach (None: not asserted, as with random weights or synthetic data).
+    "06_finetuning": {
+        "ci": {"backbone": "mobilenet_v3_large", "image_size": 64, "train_images": 24, "val_images": 12,
+               "batch_size": 8, "epochs": 3, "lr": 1e-2, "shown": 2, "min_val_miou": None, "num_workers": 0},
+        "cpu": {"backbone": "mobilenet_v3_large", "image_size": 128, "train_images": 200, "val_images": 100,
+                "batch_size": 8, "epochs": 5, "lr": 5e-3, "shown": 3, "min_val_miou": None, "num_workers": 2},
+        "full": {"backbone": "resnet101", "image_size": 320, "train_images": None, "val_images": None,
+                 "batch_size": 16, "epochs": 20, "lr": 1e-3, "shown": 3, "min_val_miou": 0.80, "num_workers": 4},
+    },
 }
 
 

@@ -28,11 +28,14 @@ applied, so masked text (times, rates, paths) never counts as a number.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from . import tempfiles
 
 TAG = "training-output"
 FACTOR = 4.0
@@ -106,8 +109,6 @@ def load(path: str | os.PathLike) -> dict[tuple, Entry]:
 
 def save(path: str | os.PathLike, entries: list[Entry], runs: dict[str, dict[str, str]], notebook: str) -> Path:
     """Write a tolerance table atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = {
         "notebook": notebook,
         "rule": f"tolerance = max({FACTOR:g} x largest deviation over the runs, one unit of the last printed "
@@ -115,10 +116,7 @@ def save(path: str | os.PathLike, entries: list[Entry], runs: dict[str, dict[str
         "runs": runs,
         "numbers": [asdict(entry) for entry in entries],
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(table, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return tempfiles.write_text(path, json.dumps(table, indent=1, ensure_ascii=False) + "\n")
 
 
 def derive(stored_cells: list[dict], runs: dict[str, list[dict]], sanitize=lambda s: s) -> tuple[list[Entry], list[str]]:
@@ -174,6 +172,22 @@ def derive(stored_cells: list[dict], runs: dict[str, list[dict]], sanitize=lambd
                     entries.append(Entry(cell.get("id"), slot, row, index, token, deviation, tolerance,
                                          line.strip()))
     return entries, problems
+
+
+def widen(entries: list[Entry], earlier: dict[tuple, Entry]) -> list[Entry]:
+    """``entries`` whose deviations also cover those of an ``earlier`` table (``load``) of the same stored outputs.
+
+    A number keeps the larger of its two deviations, and its tolerance follows
+    (``tolerance_for``); an earlier entry of another stored value is ignored.
+    """
+    widened = []
+    for entry in entries:
+        before = earlier.get(entry.key)
+        if before is not None and before.stored == entry.stored and before.deviation > entry.deviation:
+            entry = dataclasses.replace(entry, deviation=before.deviation,
+                                        tolerance=tolerance_for(entry.stored, before.deviation))
+        widened.append(entry)
+    return widened
 
 
 def check_numbers(cell_id: str, stored: list[dict], fresh: list[dict], table: dict[tuple, Entry],

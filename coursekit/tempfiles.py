@@ -14,9 +14,12 @@ import contextlib
 import glob
 import os
 import re
+import secrets
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 STALE_AGE = 3600.0  # seconds
 
@@ -51,3 +54,44 @@ def remove_stale(folder: str | os.PathLike, name: str, suffix: str, max_age: flo
                 path.unlink()
             removed += 1
     return removed
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Write a file through ``write(file)`` under a temporary name next to ``path``, flush it to disk, then rename
+    it over ``path``: a reader sees the old file or the complete new one, never a part.
+
+    The temporary is ``.<name>.<random>.tmp`` (stale ones are removed first) and
+    gets the mode of any new file (``0o666 & ~umask``). The folder is created.
+
+    Args:
+        path: the file to write.
+        write: writes the whole content to the binary file it is given.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        OSError: the folder is not writable or the disk is full; ``path`` is as before and no temporary is left.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path.parent, path.name, ".tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    # os.open with 0o666 gives the file the mode of any new file; mkstemp would make it 0o600.
+    handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically, as ``write_atomically``; returns ``path`` as a Path."""
+    data = text.encode("utf-8")
+    return write_atomically(path, lambda file: file.write(data))

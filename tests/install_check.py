@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 TOOLING = {"coursekit.notebooks", "coursekit.nbval_tolerance", "coursekit.regression", "coursekit.student",
-           "coursekit.build", "coursekit.pdf"}
+           "coursekit.build", "coursekit.pdf", "coursekit.grading", "coursekit.progress"}
 
 
 def notebook_imports(folder: Path) -> list[str]:

@@ -45,3 +45,30 @@ def test_run_student_turns_stub_into_clear_failure():
     with pytest.raises(report.CheckFailed, match="not implemented"):
         report.run_student("my function", stub)
     assert report.run_student("ok", lambda x: x + 1, 1) == 2
+
+
+def test_call_student_names_an_error_and_keeps_the_stub_message():
+    def broken(x):
+        raise KeyError("w")
+
+    def stub(x):
+        raise NotImplementedError
+
+    assert report.call_student("double(2)", lambda x: 2 * x, 2, hint="h") == 4
+    with pytest.raises(report.CheckFailed, match=r"double\(2\) raised KeyError: 'w'[\s\S]*hint: look at the keys"):
+        report.call_student("double(2)", broken, 2, hint="look at the keys")
+    with pytest.raises(report.CheckFailed, match="not implemented"):
+        report.call_student("double(2)", stub, 2, hint="h")
+
+
+def test_keeps_random_state_leaves_the_callers_stream_alone():
+    @report.keeps_random_state
+    def draws():
+        """Draws."""
+        return torch.rand(3)
+
+    torch.manual_seed(0)
+    first = draws()
+    after = torch.rand(1)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(1)) and first.shape == (3,) and draws.__doc__ == "Draws."

@@ -75,7 +75,8 @@ def test_help_is_plain_text_and_describes_every_option(capsys):
             assert action.help, f"{command.prog}: {action.dest} has no help"
         text = command.format_help()
         assert "``" not in text and ":func:" not in text, "reStructuredText markup in the help"
-    assert set(subparsers.choices) == {"data", "execute", "tolerances", "build", "run", "student", "pdf"}
+    assert set(subparsers.choices) == {"data", "execute", "tolerances", "build", "run", "student", "pdf",
+                                      "grade"}
     assert "COURSEKIT_HOME" in parser.format_help() and "exit status" in parser.format_help()
 
 
@@ -204,3 +205,35 @@ def test_build_exits_1_when_a_notebook_fails_and_prints_the_summary(tmp_path, ca
     assert re.search(r"^01_good +built", captured.out, re.M) and re.search(r"^02_bad +failed", captured.out, re.M)
     assert captured.err.strip().splitlines()[-1] == "coursekit: failed: 02_bad (reasons above)"
     assert (tmp_path / "b" / "solutions" / "01_good.ipynb").is_file()
+
+
+def test_grade_parses_with_its_defaults():
+    args = cli.build_parser().parse_args(["grade", "subs"])
+    assert (args.submissions, args.solutions, args.out, args.profile) == ("subs", None, None, "ci")
+    assert (args.timeout, args.total_timeout, args.memory, args.no_memory_limit) == (120, 1800, 8192, False)
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["grade", "subs", "--memory", "0"])
+
+
+def test_grade_writes_the_gradebook_and_prints_each_submission(tmp_path, capsys):
+    check = nbformat.v4.new_code_cell("from coursekit.checks import report\nreport.expect(x == 1, 'x is 1', 1, x, 'x = 1')")
+    check.metadata["nbgrader"] = {"grade": True, "locked": True, "solution": False, "points": 2, "grade_id": "check_x"}
+    solution = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"), check])
+    notebooks.write(solution, tmp_path / "solutions" / "00_tiny.ipynb")
+    notebooks.write(solution, tmp_path / "subs" / "ann" / "00_tiny.ipynb")
+    wrong = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 2"), check])
+    notebooks.write(wrong, tmp_path / "subs" / "ben" / "00_tiny.ipynb")
+    out = tmp_path / "grades" / "book.csv"
+    assert cli.main(["grade", str(tmp_path / "subs"), "--solutions", str(tmp_path / "solutions"), "--out", str(out),
+                     "--timeout", "30", "--memory", "3000"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"^ann +00_tiny +2 / 2 +graded$", printed, re.M), printed
+    assert re.search(r"^ben +00_tiny +0 / 2 +graded$", printed, re.M), printed
+    assert out.read_text().splitlines()[1:] == ["ann,00_tiny,2,2,2,graded,ann/00_tiny.ipynb",
+                                                "ben,00_tiny,0,0,2,graded,ben/00_tiny.ipynb"]
+    assert "x is 1" in (tmp_path / "grades" / "feedback" / "ben-00_tiny.txt").read_text()
+
+
+def test_grade_without_submissions_is_one_line(tmp_path, capsys):
+    assert cli.main(["grade", str(tmp_path / "nothing"), "--out", str(tmp_path / "g.csv")]) == 1
+    _one_line_error(capsys, "no such folder of submissions")

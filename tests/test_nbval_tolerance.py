@@ -85,3 +85,26 @@ def test_cli_tolerances_reports_the_moved_numbers(tmp_path, monkeypatch, capsys)
     assert cli.main(["tolerances", str(path)]) == 0
     out = capsys.readouterr().out
     assert "2 training numbers, 1 moved" in out and "2.077 deviation 0.002" in out
+
+
+def test_adding_a_machine_widens_the_table_and_keeps_what_was_measured(measured, monkeypatch):
+    monkeypatch.setenv("LOSS", "2.067")  # a real machine that moves the loss by 0.010, more than the simulated ones
+    notebooks.measure_tolerances(measured, add=True, progress=lambda line: None)
+    table = json.loads(regression.table_path(measured).read_text())
+    assert set(table["runs"]) == {"a", "b", *notebooks.this_machine()}
+    assert {entry["stored"]: entry["tolerance"] for entry in table["numbers"]} == {"2.077": pytest.approx(0.04), "10": 0}
+    monkeypatch.setenv("LOSS", "2.077")  # one that does not move it: the earlier deviation stays
+    notebooks.measure_tolerances(measured, add=True, progress=lambda line: None)
+    table = json.loads(regression.table_path(measured).read_text())
+    assert {entry["stored"]: entry["deviation"] for entry in table["numbers"]} == {"2.077": pytest.approx(0.01), "10": 0}
+
+
+def test_this_machine_is_named_by_its_cpu_and_cores():
+    (name, env), = notebooks.this_machine().items()
+    assert env == {} and name.endswith(f" x{os.cpu_count()}") and len(name) > 3
+
+
+def test_cli_add_this_machine_widens_the_table(measured, monkeypatch, capsys):
+    monkeypatch.setenv("LOSS", "2.067")
+    assert cli.main(["tolerances", "--add-this-machine", str(measured)]) == 0
+    assert "2.077 deviation 0.01 " in capsys.readouterr().out

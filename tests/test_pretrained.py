@@ -54,7 +54,7 @@ def test_ci_profile_falls_back_without_trying_the_network(offline_hub, monkeypat
     assert isinstance(model, models.ResNet) and model.fc.out_features == 1000
     out = capsys.readouterr().out
     assert out.startswith("NOTE: pretrained ResNet-18 weights are not available offline")
-    assert str(cached_weights_path(RESNET18)) in out and "random initialisation" in out
+    assert "resnet18-f37072fd.pth is not in the torch hub cache" in out and "random initialisation" in out
     assert offline_hub.calls == []
 
 
@@ -174,3 +174,20 @@ def test_pretrained_classifier_rejects_segmentation_models():
 
 def test_title_of_unregistered_weights():
     assert pretrained._title(models.AlexNet_Weights.IMAGENET1K_V1) == "AlexNet"
+
+
+def test_the_note_names_the_cache_folder_in_words(offline_hub, monkeypatch, capsys):
+    monkeypatch.setenv("COURSEKIT_PROFILE", "ci")
+    monkeypatch.setenv("HOME", str(offline_hub.checkpoints.parents[2]))
+    load_weights(RESNET18)
+    home_relative = cached_weights_path(RESNET18).parent.relative_to(offline_hub.checkpoints.parents[2])
+    assert f"(resnet18-f37072fd.pth is not in the torch hub cache, ~/{home_relative.as_posix()}); continuing" \
+        in capsys.readouterr().out
+
+
+def test_a_classifier_without_weights_says_only_what_is_missing(offline_hub, monkeypatch, capsys):
+    monkeypatch.setenv("COURSEKIT_PROFILE", "ci")
+    classifier = pretrained_classifier("resnet18")
+    out = capsys.readouterr().out
+    assert not classifier.pretrained and out.startswith("NOTE: pretrained ResNet-18 weights are not available")
+    assert "continuing" not in out and out.rstrip().endswith(").")

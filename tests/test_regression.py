@@ -134,3 +134,14 @@ def test_table_path_and_sanitizer(tmp_path):
     config = tmp_path / "sanitize.cfg"
     config.write_text("[times]\nregex: \\d+ s\nreplace: SECONDS\n")
     assert regression.sanitizer(config)("took 12 s") == "took SECONDS"
+
+
+def test_widen_keeps_the_larger_deviation_of_the_same_stored_number():
+    def entry(stored, deviation, index=0):
+        return regression.Entry("c", "stdout:0", 0, index, stored, deviation,
+                                regression.tolerance_for(stored, deviation), "loss")
+
+    earlier = {e.key: e for e in (entry("2.077", 0.01), entry("0.5", 0.2, index=1))}
+    widened = regression.widen([entry("2.077", 0.002), entry("0.4", 0.0, index=1)], earlier)
+    assert [(e.stored, e.deviation, e.tolerance) for e in widened] == [
+        ("2.077", 0.01, pytest.approx(0.04)), ("0.4", 0.0, pytest.approx(0.1))], "another stored value: not widened"

@@ -9,4 +9,6 @@ line starting with ``check passed:``. One module per notebook:
 * ``coursekit.checks.backprop``    notebook 02
 * ``coursekit.checks.classifier``  notebook 03
 * ``coursekit.checks.segmentation`` notebook 04
+* ``coursekit.checks.colorization`` notebook 05
+* ``coursekit.checks.finetuning``   notebook 06
 """

@@ -1,6 +1,7 @@
 """How every check reports: one failure format, one success line."""
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
@@ -57,3 +58,26 @@ def expect_number(what: str, got, expected: str, hint: str) -> float:
         got = got.item()
     expect(isinstance(got, numbers.Real) and not isinstance(got, bool), what, expected, type(got).__name__, hint)
     return float(got)
+
+
+def call_student(what: str, fn, *args, hint: str):
+    """``fn(*args)`` as ``run_student`` runs it; any other error becomes a ``CheckFailed`` that names it, with ``hint``."""
+    try:
+        return run_student(what, fn, *args)
+    except CheckFailed:
+        raise
+    except Exception as error:  # the student's code may fail in any way; say what to look at
+        fail(f"{what} raised {type(error).__name__}: {error}", "a result", type(error).__name__, hint)
+
+
+def keeps_random_state(check):
+    """Decorator: run ``check`` inside ``torch.random.fork_rng``, so that the notebook's random streams (CPU and
+    CUDA) are as they were before the check; torch is imported only when such a check runs."""
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        with torch.random.fork_rng():
+            return check(*args, **kwargs)
+
+    return wrapper

@@ -18,7 +18,6 @@ restored afterwards, so a check never changes the notebook's random stream.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -28,31 +27,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .. import config, engine
 from ..metrics import ConfusionMatrix, eval_semantic_segmentation
-from .report import CheckFailed, expect, expect_close, expect_number, fail, passed, run_student
+from .report import call_student, expect, expect_close, expect_number, fail, keeps_random_state, passed
 
 VOID = 255
 # (N, H, W) of the random inputs of check_output_shape: odd sizes, so rounding in
 # the down- and upsampling shows.
 ODD_SIZES = ((2, 37, 53),)
-
-
-def _call(what: str, fn, *args, hint: str):
-    """``fn(*args)``; any error but ``NotImplementedError`` becomes a ``CheckFailed`` with ``hint``."""
-    try:
-        return run_student(what, fn, *args)
-    except CheckFailed:
-        raise
-    except Exception as error:  # the student's code may fail in any way; say what to look at
-        fail(f"{what} raised {type(error).__name__}: {error}", "a result", type(error).__name__, hint)
-
-
-def _keeps_random_state(check):
-    """Run ``check`` inside ``torch.random.fork_rng``: loaders and dropout leave the notebook's stream alone."""
-    @functools.wraps(check)
-    def wrapper(*args, **kwargs):
-        with torch.random.fork_rng():
-            return check(*args, **kwargs)
-    return wrapper
 
 
 def _segmentation_batch(seed: int, n: int, classes: int, height: int, width: int, scale: float = 3.0,
@@ -74,7 +54,7 @@ _CE_HINT = ("per pixel the loss is logsumexp(z) - z[y]; leave out pixels whose t
 def _student_loss(loss_fn, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The student's loss on a copy of ``logits`` that requires grad; returns (loss, that copy)."""
     logits = logits.clone().requires_grad_(True)
-    loss = _call("your cross-entropy", loss_fn, logits, targets.clone(), hint=_CE_HINT)
+    loss = call_student("your cross-entropy", loss_fn, logits, targets.clone(), hint=_CE_HINT)
     expect(isinstance(loss, torch.Tensor) and loss.numel() == 1, "your cross-entropy must return a scalar tensor",
            "a 0-d torch tensor", f"{type(loss).__name__} of shape {tuple(getattr(loss, 'shape', ()))}",
            "return the mean over the counted pixels as a tensor (no .item(), no NumPy), so it can be backpropagated.")
@@ -84,7 +64,7 @@ def _student_loss(loss_fn, logits: torch.Tensor, targets: torch.Tensor) -> tuple
     return loss, logits
 
 
-@_keeps_random_state
+@keeps_random_state
 def check_cross_entropy(loss_fn) -> None:
     """Compare ``loss_fn(logits, targets)`` with ``nn.CrossEntropyLoss(ignore_index=255)``.
 
@@ -125,7 +105,7 @@ _MIOU_HINT = ("take labels with output.argmax(dim=1), move them and the targets 
               "to -1, then call eval_semantic_segmentation(predictions, targets)['miou'].")
 
 
-@_keeps_random_state
+@keeps_random_state
 def check_miou(miou_fn) -> None:
     """Check ``miou_fn(output, targets)``: the mIoU of a batch via ``eval_semantic_segmentation``.
 
@@ -139,7 +119,7 @@ def check_miou(miou_fn) -> None:
     logits = logits.to(device).requires_grad_(True)
     targets = targets.to(device)
     kept = targets.clone()
-    got = _call("your mIoU function", miou_fn, logits, targets, hint=_MIOU_HINT)
+    got = call_student("your mIoU function", miou_fn, logits, targets, hint=_MIOU_HINT)
     expect(torch.equal(targets, kept), "your mIoU function changed the targets it was given",
            "the targets unchanged (void still 255)", "void pixels rewritten",
            ".cpu().numpy() of a CPU tensor shares its memory: take .copy() of the array before setting 255 to -1.")
@@ -160,7 +140,7 @@ def check_miou(miou_fn) -> None:
 
 # ---------------------------------------------------------------- output shape
 
-@_keeps_random_state
+@keeps_random_state
 def check_output_shape(model: nn.Module, num_classes: int, sizes=ODD_SIZES) -> None:
     """Check that ``model`` maps images N×3×H×W to logits N×num_classes×H×W.
 
@@ -176,7 +156,7 @@ def check_output_shape(model: nn.Module, num_classes: int, sizes=ODD_SIZES) -> N
         for n, height, width in sizes:
             images = torch.randn(n, 3, height, width, generator=generator).to(device)
             with torch.inference_mode():
-                out = _call("your network", model, images,
+                out = call_student("your network", model, images,
                             hint="run the network on a small batch yourself and print the shape after each layer.")
             expect(isinstance(out, torch.Tensor), "your network must return a tensor of logits", "a tensor",
                    type(out).__name__, "return the score map itself (N×C×H×W).")
@@ -231,7 +211,7 @@ def _probe_set(num_classes: int, generator: torch.Generator) -> tuple[_ProbeNet,
     return net, DataLoader(TensorDataset(images, targets), batch_size=3)
 
 
-@_keeps_random_state
+@keeps_random_state
 def check_validation(validate_fn, num_classes: int = 5) -> None:
     """Check ``validate_fn(net, loader, num_classes)``: the mIoU of ``net`` over the whole loader.
 
@@ -257,7 +237,7 @@ def check_validation(validate_fn, num_classes: int = 5) -> None:
         lambda module, inputs: calls.append((torch.is_grad_enabled(), module.training, inputs[0].shape[0])))
     net.train()
     try:
-        got = _call("your validation loop", validate_fn, net, loader, num_classes,
+        got = call_student("your validation loop", validate_fn, net, loader, num_classes,
                     hint="loop over the loader, run the net on each batch and accumulate the predictions.")
     finally:
         hook.remove()

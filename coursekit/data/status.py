@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import config
+from .. import config, tables
 from . import cifar, cmp_facade, flowers, mnist, voc
 from .download import ChecksumError, DatasetNotFoundError, file_digest
 from .locate import SYNTHETIC_NOTE, DatasetSpec, IncompleteDatasetError, copies, locate, locate_or_synthetic
@@ -175,11 +175,6 @@ def prepare_all(download: bool = True) -> list[Row]:
 
 def format_table(rows: Sequence[Row]) -> str:
     """The rows as an aligned plain-text table: dataset, where found, files, status."""
-    header = ("dataset", "where found", "files", "status")
-    cells = [header] + [(r.dataset, r.where, str(r.files) if r.where not in ("missing", "incomplete") else "-",
-                         r.status) for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(3)]
-    lines = ["  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2]), row[3]])
-             for row in cells]
-    lines.insert(1, "  ".join(["-" * w for w in widths] + ["-" * len(header[3])]))
-    return "\n".join(line.rstrip() for line in lines)
+    cells = [(r.dataset, r.where, str(r.files) if r.where not in ("missing", "incomplete") else "-", r.status)
+             for r in rows]
+    return tables.format_table(("dataset", "where found", "files", "status"), cells, right=(2,))

@@ -83,6 +83,13 @@ MODELS: dict[str, ModelSpec] = {
     "deeplabv3_resnet50": ModelSpec(
         "DeepLabV3-ResNet-50", segmentation.deeplabv3_resnet50, segmentation.DeepLabV3_ResNet50_Weights.DEFAULT,
         "segmentation", {"aux_loss": True, "weights_backbone": None}),
+    "deeplabv3_resnet101": ModelSpec(
+        "DeepLabV3-ResNet-101", segmentation.deeplabv3_resnet101, segmentation.DeepLabV3_ResNet101_Weights.DEFAULT,
+        "segmentation", {"aux_loss": True, "weights_backbone": None}),
+    "deeplabv3_mobilenet_v3_large": ModelSpec(
+        "DeepLabV3-MobileNetV3-Large", segmentation.deeplabv3_mobilenet_v3_large,
+        segmentation.DeepLabV3_MobileNet_V3_Large_Weights.DEFAULT,
+        "segmentation", {"aux_loss": True, "weights_backbone": None}),
 }
 
 
@@ -170,14 +177,27 @@ def _unavailable(weights: models.WeightsEnum, reason: str) -> PretrainedWeightsU
         "  or pass allow_random=True to continue from random initialisation.")
 
 
-def _fallback_note(weights: models.WeightsEnum) -> None:
-    print(f"NOTE: pretrained {_title(weights)} weights are not available offline "
-          f"(expected at {cached_weights_path(weights)}); continuing from random initialisation, "
-          "so results will be lower than the handout's.")
+RANDOM_START = "continuing from random initialisation, so results will be lower than the handout's"
+
+
+def _in_words(folder: Path) -> str:
+    """``folder`` for a printed note: under the home folder as ``~/...``, else as it is (no user name)."""
+    try:
+        return f"~/{folder.relative_to(Path.home()).as_posix()}"
+    except ValueError:
+        return folder.as_posix()
+
+
+def _fallback_note(weights: models.WeightsEnum, consequence: str | None) -> None:
+    """Print the NOTE that ``weights`` cannot be had, naming the file and the cache folder, then ``consequence``."""
+    path = cached_weights_path(weights)
+    print(f"NOTE: pretrained {_title(weights)} weights are not available offline ({path.name} is not in the "
+          f"torch hub cache, {_in_words(path.parent)})" + (f"; {consequence}." if consequence else "."))
 
 
 def load_weights(weights: models.WeightsEnum, allow_random: bool = False,
-                 timeout: float = DOWNLOAD_TIMEOUT_S) -> dict[str, torch.Tensor] | None:
+                 timeout: float = DOWNLOAD_TIMEOUT_S,
+                 consequence: str | None = RANDOM_START) -> dict[str, torch.Tensor] | None:
     """The state dict of ``weights``, from the hub cache or a download.
 
     Args:
@@ -185,6 +205,8 @@ def load_weights(weights: models.WeightsEnum, allow_random: bool = False,
         allow_random: outside the ``ci`` profile, return ``None`` (after a
             ``NOTE``) instead of raising when the file cannot be had.
         timeout: seconds allowed for each network operation of the download.
+        consequence: what the caller does without the weights, ending the printed NOTE
+            (``None``: the NOTE states only what is missing).
 
     Returns:
         The state dict (CPU tensors, float32 weights, read with
@@ -201,13 +223,13 @@ def load_weights(weights: models.WeightsEnum, allow_random: bool = False,
     path = cached_weights_path(weights)
     if not path.is_file():
         if config.profile_name() == "ci":
-            _fallback_note(weights)
+            _fallback_note(weights, consequence)
             return None
         try:
             _download(weights, path, timeout)
         except (OSError, RuntimeError) as exc:  # URLError and socket timeouts are OSErrors
             if allow_random:
-                _fallback_note(weights)
+                _fallback_note(weights, consequence)
                 return None
             raise _unavailable(weights, f"download failed: {getattr(exc, 'reason', exc)}") from exc
     try:
@@ -217,12 +239,14 @@ def load_weights(weights: models.WeightsEnum, allow_random: bool = False,
                            "to download a fresh copy.") from exc
 
 
-def _build(name: str, pretrained: bool, allow_random: bool) -> tuple[nn.Module, bool]:
-    """The model named ``name`` and whether pretrained weights were loaded into it."""
+def _build(name: str, pretrained: bool, allow_random: bool,
+           consequence: str | None = RANDOM_START) -> tuple[nn.Module, bool]:
+    """The model named ``name`` and whether pretrained weights were loaded into it (``consequence``: as in
+    ``load_weights``)."""
     spec = _spec(name)
     num_classes = len(spec.weights.meta["categories"])
     model = spec.builder(weights=None, num_classes=num_classes, **spec.build_kwargs)
-    state = load_weights(spec.weights, allow_random=allow_random) if pretrained else None
+    state = load_weights(spec.weights, allow_random=allow_random, consequence=consequence) if pretrained else None
     if state is not None:
         model.load_state_dict(state)
     return model, state is not None
@@ -232,7 +256,8 @@ def load_backbone(name: str, pretrained: bool = True, allow_random: bool = False
     """A torchvision model by name (see ``MODELS``), with its pretrained weights.
 
     Args:
-        name: ``"vgg16"``, ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` or ``"deeplabv3_resnet50"``.
+        name: ``"vgg16"``, ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"deeplabv3_resnet50"``,
+            ``"deeplabv3_resnet101"`` or ``"deeplabv3_mobilenet_v3_large"``.
         pretrained: load the weights of ``weights_for(name)``; ``False`` gives
             torchvision's random initialisation (nothing is read or fetched).
         allow_random: outside the ``ci`` profile, fall back to random
@@ -275,5 +300,6 @@ def pretrained_classifier(name: str = "resnet18", allow_random: bool = False) ->
     if spec.task != "classification":
         classifiers = [key for key, value in MODELS.items() if value.task == "classification"]
         raise ValueError(f"{name!r} is not an ImageNet classifier; use one of {', '.join(classifiers)}.")
-    model, loaded = _build(name, pretrained=True, allow_random=allow_random)
+    # Without its weights a classifier predicts nothing worth reading: the NOTE says only what is missing.
+    model, loaded = _build(name, pretrained=True, allow_random=allow_random, consequence=None)
     return PretrainedClassifier(model.eval(), spec.weights.transforms(), list(spec.weights.meta["categories"]), loaded)
