@@ -233,6 +233,32 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    _check_environment()
+    from .data.download import DatasetNotFoundError
+    from .data.locate import IncompleteDatasetError
+    from .models import cifar_vgg
+    try:
+        _, info = cifar_vgg.pretrained(args.width, args.epochs, args.train_images, cache=not args.no_cache)
+    except (DatasetNotFoundError, IncompleteDatasetError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    where = f"cached as {config.checkpoint_dir() / info['path']}" if not args.no_cache else "not cached"
+    print(f"CIFAR-10 VGG16 convolutions, width {info['width']:g}, {info['epochs']} epoch{'s' if info['epochs'] != 1 else ''} on "
+          f"{info['train_images']} images: test accuracy {info['test_accuracy']:.3f} ({info['source']}; {where})")
+    return 0
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
 def _positive(unit: str):
     """An argparse type: a whole number of ``unit`` (seconds, MB), at least 1."""
     def parse(text: str) -> int:
@@ -379,6 +405,20 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--no-memory-limit", action="store_true",
                        help="no memory limit (needed for a GPU: CUDA cannot start under one)")
     grade.set_defaults(func=_cmd_grade)
+
+    pretrain = sub.add_parser("pretrain", help="train (or find in the cache) the kit's CIFAR-10 VGG16 convolutions "
+                                               "that stand in for ImageNet weights in notebook 04",
+                              description="Train VGG16's 13 convolutions at a fraction of their width as a "
+                                          "CIFAR-10 classifier, report its test accuracy and cache it under "
+                                          "COURSEKIT_HOME/checkpoints, where notebook 04 finds it. A cached "
+                                          "network is reused; a damaged one is trained again.")
+    pretrain.add_argument("--width", type=_fraction, default=0.125,
+                          help="channel multiplier of the convolutions (default: 0.125)")
+    pretrain.add_argument("--epochs", type=_positive("epochs"), default=10, help="training epochs (default: 10)")
+    pretrain.add_argument("--train-images", type=_positive("images"), metavar="N",
+                          help="use the first N training images (default: all)")
+    pretrain.add_argument("--no-cache", action="store_true", help="always train, and write no checkpoint")
+    pretrain.set_defaults(func=_cmd_pretrain)
 
     return parser
 

@@ -76,7 +76,7 @@ def test_help_is_plain_text_and_describes_every_option(capsys):
         text = command.format_help()
         assert "``" not in text and ":func:" not in text, "reStructuredText markup in the help"
     assert set(subparsers.choices) == {"data", "execute", "tolerances", "build", "run", "student", "pdf",
-                                      "grade"}
+                                      "grade", "pretrain"}
     assert "COURSEKIT_HOME" in parser.format_help() and "exit status" in parser.format_help()
 
 

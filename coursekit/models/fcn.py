@@ -97,6 +97,9 @@ def copy_params_from_vgg16(fcn: "_VGG16Trunk", vgg16: nn.Module) -> "_VGG16Trunk
     """
     convs = [m for m in vgg16.features if isinstance(m, nn.Conv2d)] if hasattr(vgg16, "features") else []
     has_bn = hasattr(vgg16, "features") and any(isinstance(m, nn.BatchNorm2d) for m in vgg16.features)
+    if getattr(fcn, "width", 1.0) != 1.0:
+        raise ValueError(f"ImageNet VGG16 weights fit only the full-width FCN (width=1), not width={fcn.width}; "
+                         "for a narrow FCN use copy_convs_from with coursekit.models.cifar_vgg's network.")
     if len(convs) != len(VGG16_CONVS) or has_bn or not hasattr(vgg16, "classifier"):
         raise ValueError("copy_params_from_vgg16 needs a torchvision VGG16 without batch norm, "
                          "e.g. coursekit.models.pretrained.load_backbone('vgg16') or torchvision.models.vgg16().")
@@ -112,90 +115,123 @@ def copy_params_from_vgg16(fcn: "_VGG16Trunk", vgg16: nn.Module) -> "_VGG16Trunk
     return fcn
 
 
-class _VGG16Trunk(nn.Module):
-    """VGG16 turned fully convolutional: conv1 … conv5, fc6 and fc7 as convolutions.
+VGG16_WIDTHS = (64, 128, 256, 512, 512)  # channels of conv1 … conv5 at width 1
+VGG16_FC = 4096                           # channels of fc6 and fc7 at width 1
 
-    Shared by FCN-32s and FCN-8s; :meth:`trunk` returns the features the
-    score layers read. Resolutions in the comments are relative to the
-    padded input (``conv1_1`` adds 100 pixels on each side).
+
+def _scaled(channels: int, width: float) -> int:
+    """``channels × width``, rounded, at least 1."""
+    return max(1, round(channels * width))
+
+
+def _check_width(width: float) -> float:
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 1:
+        raise ValueError(f"width must be a number in (0, 1] (1: VGG16 itself, 0.125: 1/8 of its channels); "
+                         f"got {width!r}.")
+    return float(width)
+
+
+class VGG16Convs(nn.Module):
+    """The 13 convolutions and 5 max-pools of VGG16, with a channel width multiplier.
+
+    One attribute per layer (``conv1_1`` … ``pool5``), so the FCNs and the
+    kit's CIFAR-10 VGG16 (:mod:`coursekit.models.cifar_vgg`) share their
+    parameter names and weights copy across by name. ``width`` scales every
+    layer's channels (``width=1`` is VGG16; ``0.125`` keeps 8, 16, 32, 64, 64
+    channels, about 1/60 of the multiply-adds). ``first_padding`` is
+    ``conv1_1``'s padding: 100 in the FCNs, 1 in the classifier.
+
+    Args:
+        width: channel multiplier in (0, 1].
+        first_padding: zero padding of ``conv1_1`` on each side.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, width: float = 1.0, first_padding: int = 1) -> None:
         super().__init__()
+        self.width = width = _check_width(width)
+        c1, c2, c3, c4, c5 = (_scaled(c, width) for c in VGG16_WIDTHS)
+        self.channels = (c1, c2, c3, c4, c5)
+
         # conv1: 1/1 -> pool1 1/2
-        self.conv1_1 = nn.Conv2d(3, 64, 3, padding=100)
+        self.conv1_1 = nn.Conv2d(3, c1, 3, padding=first_padding)
         self.relu1_1 = nn.ReLU(inplace=True)
-        self.conv1_2 = nn.Conv2d(64, 64, 3, padding=1)
+        self.conv1_2 = nn.Conv2d(c1, c1, 3, padding=1)
         self.relu1_2 = nn.ReLU(inplace=True)
         self.pool1 = nn.MaxPool2d(2, stride=2, ceil_mode=True)  # 1/2
 
         # conv2: 1/2 -> pool2 1/4
-        self.conv2_1 = nn.Conv2d(64, 128, 3, padding=1)
+        self.conv2_1 = nn.Conv2d(c1, c2, 3, padding=1)
         self.relu2_1 = nn.ReLU(inplace=True)
-        self.conv2_2 = nn.Conv2d(128, 128, 3, padding=1)
+        self.conv2_2 = nn.Conv2d(c2, c2, 3, padding=1)
         self.relu2_2 = nn.ReLU(inplace=True)
         self.pool2 = nn.MaxPool2d(2, stride=2, ceil_mode=True)  # 1/4
 
         # conv3: 1/4 -> pool3 1/8
-        self.conv3_1 = nn.Conv2d(128, 256, 3, padding=1)
+        self.conv3_1 = nn.Conv2d(c2, c3, 3, padding=1)
         self.relu3_1 = nn.ReLU(inplace=True)
-        self.conv3_2 = nn.Conv2d(256, 256, 3, padding=1)
+        self.conv3_2 = nn.Conv2d(c3, c3, 3, padding=1)
         self.relu3_2 = nn.ReLU(inplace=True)
-        self.conv3_3 = nn.Conv2d(256, 256, 3, padding=1)
+        self.conv3_3 = nn.Conv2d(c3, c3, 3, padding=1)
         self.relu3_3 = nn.ReLU(inplace=True)
         self.pool3 = nn.MaxPool2d(2, stride=2, ceil_mode=True)  # 1/8
 
         # conv4: 1/8 -> pool4 1/16
-        self.conv4_1 = nn.Conv2d(256, 512, 3, padding=1)
+        self.conv4_1 = nn.Conv2d(c3, c4, 3, padding=1)
         self.relu4_1 = nn.ReLU(inplace=True)
-        self.conv4_2 = nn.Conv2d(512, 512, 3, padding=1)
+        self.conv4_2 = nn.Conv2d(c4, c4, 3, padding=1)
         self.relu4_2 = nn.ReLU(inplace=True)
-        self.conv4_3 = nn.Conv2d(512, 512, 3, padding=1)
+        self.conv4_3 = nn.Conv2d(c4, c4, 3, padding=1)
         self.relu4_3 = nn.ReLU(inplace=True)
         self.pool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)  # 1/16
 
         # conv5: 1/16 -> pool5 1/32
-        self.conv5_1 = nn.Conv2d(512, 512, 3, padding=1)
+        self.conv5_1 = nn.Conv2d(c4, c5, 3, padding=1)
         self.relu5_1 = nn.ReLU(inplace=True)
-        self.conv5_2 = nn.Conv2d(512, 512, 3, padding=1)
+        self.conv5_2 = nn.Conv2d(c5, c5, 3, padding=1)
         self.relu5_2 = nn.ReLU(inplace=True)
-        self.conv5_3 = nn.Conv2d(512, 512, 3, padding=1)
+        self.conv5_3 = nn.Conv2d(c5, c5, 3, padding=1)
         self.relu5_3 = nn.ReLU(inplace=True)
         self.pool5 = nn.MaxPool2d(2, stride=2, ceil_mode=True)  # 1/32
 
-        # fc6: VGG's first fully connected layer as a 7×7 convolution, 1/32
-        self.fc6 = nn.Conv2d(512, 4096, 7)
-        self.relu6 = nn.ReLU(inplace=True)
-        self.drop6 = nn.Dropout()
+    def _init_he(self, names: tuple[str, ...]) -> None:
+        """He-initialise the named layers' weights and zero their biases.
 
-        # fc7: the second fully connected layer as a 1×1 convolution, 1/32
-        self.fc7 = nn.Conv2d(4096, 4096, 1)
-        self.relu7 = nn.ReLU(inplace=True)
-        self.drop7 = nn.Dropout()
-
-        for name in VGG16_CONVS + ("fc6", "fc7"):
+        Subclasses call it once all their layers exist, so that a seeded
+        network draws its random numbers in one fixed order.
+        """
+        for name in names:
             layer = getattr(self, name)
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
             nn.init.zeros_(layer.bias)
 
-    @staticmethod
-    def _check_input(x: torch.Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"an FCN takes images N×3×H×W (float32, normalised); got shape {tuple(x.shape)}. "
-                             "Add a batch dimension with x.unsqueeze(0) for a single image.")
+    def copy_convs_from(self, source: "VGG16Convs") -> "VGG16Convs":
+        """Copy ``conv1_1`` … ``conv5_3`` from another :class:`VGG16Convs` of the same width; returns ``self``.
 
-    def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run the VGG16 trunk.
+        Tensors are copied, not shared; every other layer is left as it is.
+
+        Raises:
+            ValueError: ``source`` is not a ``VGG16Convs`` or has other channel widths.
+        """
+        if not isinstance(source, VGG16Convs) or source.channels != self.channels:
+            got = getattr(source, "channels", type(source).__name__)
+            raise ValueError(f"copy_convs_from needs VGG16 convolutions with channels {self.channels}; got {got}. "
+                             "Build both networks with the same width.")
+        with torch.no_grad():
+            for name in VGG16_CONVS:
+                getattr(self, name).weight.copy_(getattr(source, name).weight)
+                getattr(self, name).bias.copy_(getattr(source, name).bias)
+        return self
+
+    def convs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run conv1 … pool5.
 
         Args:
             x: float32 N×3×H×W.
 
         Returns:
-            ``(pool3, pool4, fc7)``: float32 N×256×h3×w3 (1/8), N×512×h4×w4
-            (1/16) and N×4096×h7×w7 (1/32, shrunk by the 7×7 ``fc6``), all
-            relative to the input padded by 100 on each side.
+            ``(pool3, pool4, pool5)``: float32 N×C3×h/8×w/8, N×C4×h/16×w/16
+            and N×C5×h/32×w/32 (ceil), where h, w include ``first_padding``.
         """
-        self._check_input(x)
         h = self.relu1_1(self.conv1_1(x))
         h = self.relu1_2(self.conv1_2(h))
         h = self.pool1(h)  # 1/2
@@ -217,8 +253,57 @@ class _VGG16Trunk(nn.Module):
         h = self.relu5_1(self.conv5_1(h))
         h = self.relu5_2(self.conv5_2(h))
         h = self.relu5_3(self.conv5_3(h))
-        h = self.pool5(h)  # 1/32
+        return pool3, pool4, self.pool5(h)  # 1/32
 
+
+class _VGG16Trunk(VGG16Convs):
+    """VGG16 turned fully convolutional: conv1 … conv5, fc6 and fc7 as convolutions.
+
+    Shared by FCN-32s and FCN-8s; :meth:`trunk` returns the features the
+    score layers read. Resolutions in the comments are relative to the
+    padded input (``conv1_1`` adds 100 pixels on each side).
+
+    Args:
+        width: channel multiplier in (0, 1] (1: VGG16, which ImageNet weights need).
+    """
+
+    def __init__(self, width: float = 1.0) -> None:
+        super().__init__(width, first_padding=100)
+        fc = _scaled(VGG16_FC, self.width)
+        self.fc_channels = fc
+
+        # fc6: VGG's first fully connected layer as a 7×7 convolution, 1/32
+        self.fc6 = nn.Conv2d(self.channels[4], fc, 7)
+        self.relu6 = nn.ReLU(inplace=True)
+        self.drop6 = nn.Dropout()
+
+        # fc7: the second fully connected layer as a 1×1 convolution, 1/32
+        self.fc7 = nn.Conv2d(fc, fc, 1)
+        self.relu7 = nn.ReLU(inplace=True)
+        self.drop7 = nn.Dropout()
+
+        self._init_he(VGG16_CONVS + ("fc6", "fc7"))
+
+    @staticmethod
+    def _check_input(x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"an FCN takes images N×3×H×W (float32, normalised); got shape {tuple(x.shape)}. "
+                             "Add a batch dimension with x.unsqueeze(0) for a single image.")
+
+    def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run the VGG16 trunk.
+
+        Args:
+            x: float32 N×3×H×W.
+
+        Returns:
+            ``(pool3, pool4, fc7)``: float32 N×256×h3×w3 (1/8), N×512×h4×w4
+            (1/16) and N×4096×h7×w7 (1/32, shrunk by the 7×7 ``fc6``), all
+            relative to the input padded by 100 on each side (channels
+            scaled by ``width``).
+        """
+        self._check_input(x)
+        pool3, pool4, h = self.convs(x)  # 1/8, 1/16, 1/32
         h = self.drop6(self.relu6(self.fc6(h)))
         fc7 = self.drop7(self.relu7(self.fc7(h)))
         return pool3, pool4, fc7
@@ -252,15 +337,16 @@ class FCN32s(_VGG16Trunk):
 
     Args:
         n_class: number of classes, including background (21 for VOC).
+        width: channel multiplier of the VGG16 trunk (1: the paper's network).
 
     Forward: images float32 N×3×H×W -> logits float32 N×n_class×H×W, for any H, W.
     """
 
-    def __init__(self, n_class: int = 21) -> None:
+    def __init__(self, n_class: int = 21, width: float = 1.0) -> None:
         n_class = _check_n_class(n_class)
-        super().__init__()
+        super().__init__(width)
         self.n_class = n_class
-        self.score_fr = nn.Conv2d(4096, n_class, 1)                                     # 1/32
+        self.score_fr = nn.Conv2d(self.fc_channels, n_class, 1)                         # 1/32
         self.upscore = nn.ConvTranspose2d(n_class, n_class, 64, stride=32, bias=False)  # 1/32 -> 1/1
 
         _init_score(self.score_fr)
@@ -280,17 +366,18 @@ class FCN8s(_VGG16Trunk):
 
     Args:
         n_class: number of classes, including background (21 for VOC).
+        width: channel multiplier of the VGG16 trunk (1: the paper's network).
 
     Forward: images float32 N×3×H×W -> logits float32 N×n_class×H×W, for any H, W.
     """
 
-    def __init__(self, n_class: int = 21) -> None:
+    def __init__(self, n_class: int = 21, width: float = 1.0) -> None:
         n_class = _check_n_class(n_class)
-        super().__init__()
+        super().__init__(width)
         self.n_class = n_class
-        self.score_fr = nn.Conv2d(4096, n_class, 1)    # 1/32
-        self.score_pool4 = nn.Conv2d(512, n_class, 1)  # 1/16
-        self.score_pool3 = nn.Conv2d(256, n_class, 1)  # 1/8
+        self.score_fr = nn.Conv2d(self.fc_channels, n_class, 1)       # 1/32
+        self.score_pool4 = nn.Conv2d(self.channels[3], n_class, 1)    # 1/16
+        self.score_pool3 = nn.Conv2d(self.channels[2], n_class, 1)    # 1/8
         self.upscore2 = nn.ConvTranspose2d(n_class, n_class, 4, stride=2, bias=False)       # 1/32 -> 1/16
         self.upscore_pool4 = nn.ConvTranspose2d(n_class, n_class, 4, stride=2, bias=False)  # 1/16 -> 1/8
         self.upscore8 = nn.ConvTranspose2d(n_class, n_class, 16, stride=8, bias=False)      # 1/8 -> 1/1
