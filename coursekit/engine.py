@@ -244,6 +244,46 @@ def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256,
     return torch.cat(labels)
 
 
+def batchnorm_losses(model: torch.nn.Module, loader, loss_fn=None,
+                     device: torch.device | str | None = None) -> dict[str, float]:
+    """The mean loss over ``loader`` with batch norm in both of its modes, the model left untouched.
+
+    In eval mode batch norm divides by its *running* averages; in train mode by
+    the statistics of the batch itself. Early in training the running averages
+    lag behind the fast-changing features, so the two can differ by far: this
+    is why a validation loss (eval mode) can lie far above the training loss
+    (train mode) of the same epoch. Dropout stays off in both.
+
+    Args:
+        loader: ``(images, targets)`` batches: float32 N×C×H×W and int64 N or N×H×W (255 = void).
+        loss_fn: ``(logits, targets) -> mean loss``; ``None``: cross-entropy ignoring 255.
+
+    Returns:
+        ``{"running_statistics": float, "batch_statistics": float}``, each the
+        mean of the batches' losses weighted by their number of images.
+    """
+    import copy
+
+    loss_fn = loss_fn or (lambda logits, y: F.cross_entropy(logits, y, ignore_index=255))
+    device = _resolve(device)
+    probe = copy.deepcopy(model).to(device).eval()    # a copy: train-mode batch norm updates running averages
+    norms = [m for m in probe.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.momentum = 0.0                            # train mode must not move the averages between batches
+    sums, count = {"running_statistics": 0.0, "batch_statistics": 0.0}, 0
+    with torch.no_grad():
+        for images, targets in loader:
+            images, targets = images.to(device), targets.to(device)
+            for key, batch_mode in (("running_statistics", False), ("batch_statistics", True)):
+                for norm in norms:
+                    norm.train(batch_mode)
+                sums[key] += float(loss_fn(_logits(probe(images)), targets)) * len(images)
+            count += len(images)
+    if count == 0:
+        raise ValueError("batchnorm_losses needs at least one batch; the loader is empty.")
+    return {key: total / count for key, total in sums.items()}
+
+
 def train_step(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor,
                optimizer: torch.optim.Optimizer, loss_fn=None) -> tuple[float, torch.Tensor | None]:
     """One optimisation step on one batch: forward, loss, backward, update.

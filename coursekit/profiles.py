@@ -51,22 +51,27 @@ SETTINGS: dict[str, dict[str, dict]] = {
                  "better_width": 64, "better_batch_size": 128, "better_epochs": 40, "better_lr": 0.1},
     },
     # Part A (CMP Facade, FCNs): facade_size = (height, width) every photo is resized to;
-    # *_images: how many of a split are used (None: all). Part B (VOC, encoder-decoder):
-    # voc_crop: training crop side; voc_val_size: side validation images are padded to (void), so
-    # they can be batched; overfit: epochs × steps per epoch on the single sanity image.
+    # *_images: how many of a split are used (None: all); facade_width: the FCNs' channel multiplier (1: VGG16
+    # itself, initialised from ImageNet; below 1: initialised from the kit's CIFAR-10 VGG16 of that width,
+    # trained for trunk_epochs on trunk_images CIFAR-10 images, None: all, and cached outside ci).
+    # Part B (VOC, encoder-decoder): voc_crop: training crop side; voc_val_size: side validation images are
+    # padded to (void), so they can be batched; overfit: epochs × steps per epoch on the single sanity image.
     "04_fcn": {
-        "ci": {"facade_size": (64, 48), "facade_train_images": 1, "facade_test_images": 2,
-               "facade_batch_size": 1, "facade_epochs": 3, "facade_lr": 1e-4, "facade_shown": 1,
-               "voc_backbone": "resnet18", "voc_crop": 64, "voc_val_size": 128, "voc_train_images": 32,
-               "voc_val_images": 16, "voc_batch_size": 8, "voc_epochs": 2, "voc_lr": 1e-3,
+        "ci": {"facade_size": (128, 96), "facade_train_images": 32, "facade_test_images": 16,
+               "facade_batch_size": 4, "facade_epochs": 15, "facade_lr": 2e-3, "facade_shown": 1,
+               "facade_width": 0.125, "trunk_epochs": 10, "trunk_images": None,
+               "voc_backbone": "resnet18", "voc_crop": 96, "voc_val_size": 128, "voc_train_images": 64,
+               "voc_val_images": 16, "voc_batch_size": 8, "voc_epochs": 8, "voc_lr": 1e-3,
                "overfit_epochs": 6, "overfit_steps": 4, "overfit_lr": 2e-3, "num_workers": 0},
-        "cpu": {"facade_size": (128, 96), "facade_train_images": 8, "facade_test_images": 8,
-                "facade_batch_size": 2, "facade_epochs": 5, "facade_lr": 1e-4, "facade_shown": 2,
+        "cpu": {"facade_size": (128, 96), "facade_train_images": 64, "facade_test_images": None,
+                "facade_batch_size": 4, "facade_epochs": 15, "facade_lr": 2e-3, "facade_shown": 2,
+                "facade_width": 0.125, "trunk_epochs": 10, "trunk_images": None,
                 "voc_backbone": "resnet18", "voc_crop": 128, "voc_val_size": 512, "voc_train_images": 200,
-                "voc_val_images": 50, "voc_batch_size": 8, "voc_epochs": 4, "voc_lr": 1e-3,
+                "voc_val_images": 50, "voc_batch_size": 8, "voc_epochs": 8, "voc_lr": 1e-3,
                 "overfit_epochs": 10, "overfit_steps": 5, "overfit_lr": 1e-3, "num_workers": 2},
         "full": {"facade_size": (512, 384), "facade_train_images": None, "facade_test_images": None,
                  "facade_batch_size": 4, "facade_epochs": 60, "facade_lr": 1e-4, "facade_shown": 3,
+                 "facade_width": 1.0, "trunk_epochs": None, "trunk_images": None,
                  "voc_backbone": "resnet50", "voc_crop": 320, "voc_val_size": 512, "voc_train_images": None,
                  "voc_val_images": None, "voc_batch_size": 16, "voc_epochs": 60, "voc_lr": 1e-4,
                  "overfit_epochs": 20, "overfit_steps": 5, "overfit_lr": 1e-3, "num_workers": 4},

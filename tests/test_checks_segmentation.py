@@ -11,6 +11,7 @@ from coursekit.checks import segmentation as checks
 from coursekit.checks.report import CheckFailed
 from coursekit.losses import cross_entropy
 from coursekit.metrics import ConfusionMatrix, eval_semantic_segmentation
+from coursekit.models.fcn import FCN8s, FCN32s
 
 
 def stub(*args):
@@ -167,6 +168,102 @@ def test_output_shape_check_passes_on_an_exact_upsampler(capsys):
 def test_output_shape_check_catches(upsample, classes, message):
     with pytest.raises(CheckFailed, match=message):
         checks.check_output_shape(Segmenter(3, upsample), classes)
+
+
+# ---------------------------------------------------------------- FCN forward passes
+
+def crop(score, offset, like):
+    return score[:, :, offset:offset + like.shape[2], offset:offset + like.shape[3]]
+
+
+def fcn8s_forward(pool4_offset=5, pool3_offset=9, final=31, pool4=True, pool3=True, pool4_at_eighth=False):
+    """An FCN8s subclass whose forward has one of the typical mistakes."""
+    class Student(FCN8s):
+        def forward(self, x):
+            p3, p4, fc7 = self.trunk(x)
+            h = self.upscore2(self.score_fr(fc7))
+            if pool4 and not pool4_at_eighth:
+                h = h + crop(self.score_pool4(p4), pool4_offset, h)
+            h = self.upscore_pool4(h)
+            if pool4_at_eighth:  # the skip added one scale too fine, interpolated to fit
+                h = h + F.interpolate(self.score_pool4(p4), size=h.shape[-2:])
+            if pool3:
+                h = h + crop(self.score_pool3(p3), pool3_offset, h)
+            return crop(self.upscore8(h), final, x)
+    return Student
+
+
+class FCN8sFromThe32sHead(FCN8s):
+    def forward(self, x):
+        _, _, fc7 = self.trunk(x)
+        return F.interpolate(self.score_fr(fc7), size=x.shape[-2:], mode="bilinear")
+
+
+class FCN32sStudent(FCN32s):
+    final = 19
+
+    def forward(self, x):
+        _, _, fc7 = self.trunk(x)
+        return crop(self.upscore(self.score_fr(fc7)), self.final, x)
+
+
+class FCN32sCentred(FCN32sStudent):
+    final = 16
+
+
+class FCN32sStub(FCN32s):
+    def forward(self, x):
+        raise NotImplementedError
+
+
+def test_fcn_checks_pass_on_the_reference_and_a_rewritten_forward(capsys):
+    checks.check_fcn8s(FCN8s)
+    checks.check_fcn8s(fcn8s_forward())
+    checks.check_fcn32s(FCN32s)
+    checks.check_fcn32s(FCN32sStudent)
+    assert capsys.readouterr().out.count("passed") == 4
+
+
+@pytest.mark.parametrize("model_class, message", [
+    (fcn8s_forward(pool4=False), "the pool4 skip is missing"),
+    (fcn8s_forward(pool3=False), "the pool3 skip is missing"),
+    (fcn8s_forward(pool4=False, pool3=False), "both skips are missing"),
+    (fcn8s_forward(pool4_offset=0), "pool4 score map is cropped from offset 0; the reference crops it at 5"),
+    (fcn8s_forward(pool3_offset=5), "pool3 score map is cropped from offset 5; the reference crops it at 9"),
+    (fcn8s_forward(final=32), "upsampled output is cropped from offset 32; the reference crops it at 31"),
+    (fcn8s_forward(pool4_at_eighth=True), "differs from the reference"),
+    (FCN8sFromThe32sHead, "does not depend on score_pool4, score_pool3, upscore2 and upscore_pool4"),
+    (FCN32s, "must be a subclass of FCN8s"),
+])
+def test_fcn8s_check_catches(model_class, message):
+    with pytest.raises(CheckFailed, match=message):
+        checks.check_fcn8s(model_class)
+
+
+def test_fcn8s_check_catches_the_stub_and_a_shape_error():
+    class Stub(FCN8s):
+        def forward(self, x):
+            raise NotImplementedError
+
+    class UncroppedSum(FCN8s):
+        def forward(self, x):
+            p3, p4, fc7 = self.trunk(x)
+            return self.upscore2(self.score_fr(fc7)) + self.score_pool4(p4)
+
+    with pytest.raises(CheckFailed, match="not implemented"):
+        checks.check_fcn8s(Stub)
+    with pytest.raises(CheckFailed, match="pool4's scores join at 1/16"):
+        checks.check_fcn8s(UncroppedSum)
+
+
+@pytest.mark.parametrize("model_class, message", [
+    (FCN32sCentred, "upsampled output is cropped from offset 16; the reference crops it at 19"),
+    (FCN32sStub, "not implemented"),
+    (FCN8s, "must be a subclass of FCN32s"),
+])
+def test_fcn32s_check_catches(model_class, message):
+    with pytest.raises(CheckFailed, match=message):
+        checks.check_fcn32s(model_class)
 
 
 # ---------------------------------------------------------------- validation loop

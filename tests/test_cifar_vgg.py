@@ -87,7 +87,9 @@ def test_pretrained_caches_and_replaces_a_damaged_file(cifar_home, capsys):
 
 def test_pretraining_learns_on_the_mirror(mirror, tmp_path, monkeypatch):
     monkeypatch.setenv("COURSEKIT_HOME", str(tmp_path))
-    _, info = cifar_vgg.pretrained(width=0.125, epochs=3, train_images=3000, cache=False, device="cpu")
+    # A plain 13-layer network without batch norm is slow to start: 3 epochs on 3,000 images left it at 0.12 on
+    # one machine; 4 epochs on 5,000 reach 0.27 there (10 epochs on all 10,000: 0.48).
+    _, info = cifar_vgg.pretrained(width=0.125, epochs=4, train_images=5000, cache=False, device="cpu")
     assert info["test_accuracy"] > 0.2, info  # chance is 0.1
     assert info["train_loss"][-1] < info["train_loss"][0]
 

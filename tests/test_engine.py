@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -250,3 +251,31 @@ def test_predict_batches_and_returns_labels_on_the_cpu():
 def test_history_to_dict_skips_empty_lists():
     history = engine.History(train_loss=[1.0, math.pi])
     assert history.to_dict() == {"train_loss": [1.0, math.pi]} and len(history) == 2
+
+
+def test_batchnorm_losses_separate_running_from_batch_statistics_and_leave_the_model_alone():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1))
+    model[1].running_var.fill_(1e-4)  # stale running averages, far from this data's statistics
+    images, targets = torch.randn(6, 3, 6, 6), torch.randint(0, 4, (6, 6, 6))
+    targets[0, 0, 0] = 255
+    loader = DataLoader(TensorDataset(images, targets), batch_size=4)  # batches of 4 and 2 images
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    losses = engine.batchnorm_losses(model, loader)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training  # the caller's mode is kept
+
+    def mean_loss(batch_mode):
+        model.eval()
+        model[1].train(batch_mode)
+        return sum(F.cross_entropy(model(x), y, ignore_index=255).item() * len(x) for x, y in loader) / 6
+
+    with torch.no_grad():
+        assert losses["running_statistics"] == pytest.approx(mean_loss(False), rel=1e-5)
+        assert losses["batch_statistics"] == pytest.approx(mean_loss(True), rel=1e-5)
+    assert losses["running_statistics"] > 2 * losses["batch_statistics"]
+
+
+def test_batchnorm_losses_refuses_an_empty_loader():
+    with pytest.raises(ValueError, match="at least one batch"):
+        engine.batchnorm_losses(nn.Conv2d(3, 2, 1), [])

@@ -9,6 +9,10 @@ One check per exercise:
   the caller's tensors left untouched;
 * ``check_output_shape(model, k)``   a segmentation network keeps the input's
   height and width (odd sizes included) and scores ``k`` classes;
+* ``check_fcn32s(cls)``, ``check_fcn8s(cls)``  a student's FCN forward pass
+  against the reference on the same layers with random score weights; a
+  wrong crop offset, a missing skip or a skip that never reaches the output
+  fails with a message that names it;
 * ``check_validation(validate_fn)``  the validation loop: batched, in eval
   mode, without autograd, and the mIoU of the whole set (equal to
   ``engine.evaluate``'s) rather than a mean of per-batch values.
@@ -27,6 +31,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .. import config, engine
 from ..metrics import ConfusionMatrix, eval_semantic_segmentation
+from ..models.fcn import FCN8s, FCN32s
 from .report import call_student, expect, expect_close, expect_number, fail, keeps_random_state, passed
 
 VOID = 255
@@ -171,6 +176,167 @@ def check_output_shape(model: nn.Module, num_classes: int, sizes=ODD_SIZES) -> N
     finally:
         model.train(was_training)
     passed(f"network output is N×{num_classes}×H×W for inputs of odd size")
+
+
+# ---------------------------------------------------------------- FCN forward passes
+
+# The FCN checks run narrow networks (1/8 of VGG16's channels) on one odd-sized image: fast, and every crop shows.
+_FCN_WIDTH = 0.125
+_FCN_CLASSES = 5
+_FCN_INPUT = (1, 3, 37, 53)
+_FCN_HINT = ("follow the order of the figure: trunk -> score_fr -> upscore2 (1/16) + cropped score_pool4 -> "
+             "upscore_pool4 (1/8) + cropped score_pool3 -> upscore8 -> crop to the input; the sums need maps of "
+             "equal size, so pool4's scores join at 1/16 and pool3's at 1/8.")
+
+
+def _fcn32s_variant(model: FCN32s, x: torch.Tensor, final: int = 19) -> torch.Tensor:
+    """FCN-32s's forward with the final crop taken at ``final``: logits float32 N×C×H×W."""
+    _, _, fc7 = model.trunk(x)
+    h = model.upscore(model.score_fr(fc7))
+    return h[:, :, final:final + x.shape[2], final:final + x.shape[3]]
+
+
+def _fcn8s_variant(model: FCN8s, x: torch.Tensor, pool4: int | None = 5, pool3: int | None = 9,
+                   final: int = 31) -> torch.Tensor:
+    """FCN-8s's forward with other crop offsets (``None``: that skip left out): logits float32 N×C×H×W."""
+    pool3_features, pool4_features, fc7 = model.trunk(x)
+    h = model.upscore2(model.score_fr(fc7))                                   # 1/16
+    if pool4 is not None:
+        h = h + model.score_pool4(pool4_features)[:, :, pool4:pool4 + h.shape[2], pool4:pool4 + h.shape[3]]
+    h = model.upscore_pool4(h)                                                # 1/8
+    if pool3 is not None:
+        h = h + model.score_pool3(pool3_features)[:, :, pool3:pool3 + h.shape[2], pool3:pool3 + h.shape[3]]
+    h = model.upscore8(h)                                                     # 1/1
+    return h[:, :, final:final + x.shape[2], final:final + x.shape[3]]
+
+
+def _fcn_under_test(model_class, reference_class, score_layers: tuple[str, ...]) -> tuple[nn.Module, torch.Tensor]:
+    """The student's class built narrow, in eval mode, with random score weights, and one odd-sized image."""
+    generator = torch.Generator().manual_seed(8)
+    torch.manual_seed(8)
+    model = call_student("building your network", model_class, _FCN_CLASSES, _FCN_WIDTH,
+                         hint="your class must take (n_class, width) as the course's FCN classes do.")
+    expect(isinstance(model, reference_class), f"your network must be a subclass of {reference_class.__name__}",
+           reference_class.__name__, type(model).__name__,
+           f"keep `class ...({reference_class.__name__})` and write only forward().")
+    model.eval()
+    with torch.no_grad():
+        for name in score_layers:  # the score layers start at zero, which would hide every mistake
+            layer = getattr(model, name)
+            bound = 1.0 / math.sqrt(layer.in_channels)
+            layer.weight.copy_((2 * torch.rand(layer.weight.shape, generator=generator) - 1) * bound)
+            layer.bias.copy_(0.1 * torch.randn(layer.bias.shape, generator=generator))
+    return model, torch.randn(_FCN_INPUT, generator=generator)
+
+
+def _student_fcn_output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        out = call_student("your forward pass", model, x, hint=_FCN_HINT)
+    expect(isinstance(out, torch.Tensor), "your forward pass must return a tensor of logits", "a tensor",
+           type(out).__name__, "return the cropped score map (N×C×H×W).")
+    expected = (x.shape[0], _FCN_CLASSES, x.shape[2], x.shape[3])
+    expect(tuple(out.shape) == expected, f"the output for an input of shape {tuple(x.shape)}", expected,
+           tuple(out.shape), "crop the upsampled scores to exactly the input's height and width.")
+    return out
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _unused_layers(model: nn.Module, x: torch.Tensor, out: torch.Tensor, names: tuple[str, ...]) -> list[str]:
+    """The layers among ``names`` whose weights can change without changing the student's output."""
+    unused = []
+    for name in names:
+        weight = getattr(model, name).weight
+        saved = weight.detach().clone()
+        with torch.no_grad():
+            weight.mul_(3.0).add_(0.05)
+            changed = model(x)
+            weight.copy_(saved)
+        if _same(changed, out):
+            unused.append(name)
+    return unused
+
+
+def _names(names: list[str]) -> str:
+    """``["a", "b", "c"]`` -> ``"a, b and c"``."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _crop_mistake(out: torch.Tensor, variant, name: str, right: int, offsets=range(0, 41)) -> str | None:
+    """A message when ``out`` equals ``variant(offset)`` for an offset other than ``right``."""
+    for offset in offsets:
+        if offset != right:
+            try:
+                candidate = variant(offset)
+            except RuntimeError:  # the offset leaves a map too small to add
+                continue
+            if _same(out, candidate):
+                return f"{name} is cropped from offset {offset}; the reference crops it at {right}"
+    return None
+
+
+@keeps_random_state
+def check_fcn32s(model_class) -> None:
+    """Check a student's FCN-32s forward pass (a subclass of ``FCN32s``) against the reference.
+
+    The class is built as ``model_class(5, 0.125)`` (5 classes, 1/8 of VGG16's
+    channels), its zero-initialised ``score_fr`` given random weights, and run
+    on one 37×53 image; the output must equal ``FCN32s.forward`` on the same
+    layers. A wrong final crop is named with its offset.
+    """
+    model, x = _fcn_under_test(model_class, FCN32s, ("score_fr",))
+    out = _student_fcn_output(model, x)
+    with torch.no_grad():
+        expected = _fcn32s_variant(model, x)
+        if not _same(out, expected):
+            unused = _unused_layers(model, x, out, ("score_fr", "upscore"))
+            if unused:
+                fail(f"your output does not depend on {_names(unused)}", "every layer on the path used",
+                     "a layer left out", "score fc7 with score_fr, then upsample those scores with upscore.")
+            mistake = _crop_mistake(out, lambda k: _fcn32s_variant(model, x, final=k), "the upsampled output", 19)
+            fail(mistake or "your FCN-32s output differs from the reference on the same weights",
+                 "FCN32s.forward's logits", f"a difference of up to {(out - expected).abs().max().item():.3g}",
+                 "upscore's output is 32(h+1)+32 pixels wide for an h-pixel score map and starts 19 pixels before "
+                 "the input's first pixel (the 100-pixel padding, shrunk by the network's strides): crop "
+                 "[19:19 + H, 19:19 + W].")
+    passed("FCN-32s forward pass equals the reference on random score weights")
+
+
+@keeps_random_state
+def check_fcn8s(model_class) -> None:
+    """Check a student's FCN-8s forward pass (a subclass of ``FCN8s``) against the reference.
+
+    The class is built as ``model_class(5, 0.125)``, its three zero-initialised
+    score layers given random weights, and run on one 37×53 image; the output
+    must equal ``FCN8s.forward`` on the same layers. The message names a
+    missing skip, a layer whose output never reaches the result, or a crop
+    taken at the wrong offset (pool4's scores at 5, pool3's at 9, the output at
+    31).
+    """
+    model, x = _fcn_under_test(model_class, FCN8s, ("score_fr", "score_pool4", "score_pool3"))
+    out = _student_fcn_output(model, x)
+    with torch.no_grad():
+        expected = _fcn8s_variant(model, x)
+        if not _same(out, expected):
+            for pool4, pool3, what in ((None, 9, "the pool4 skip is missing"), (5, None, "the pool3 skip is missing"),
+                                       (None, None, "both skips are missing: this is an FCN-32s upsampled in steps")):
+                if _same(out, _fcn8s_variant(model, x, pool4=pool4, pool3=pool3)):
+                    fail(what, "the sum of three score maps", "fewer", "add the cropped score_pool4 map after "
+                         "upscore2 (1/16) and the cropped score_pool3 map after upscore_pool4 (1/8).")
+            unused = _unused_layers(model, x, out, ("score_fr", "score_pool4", "score_pool3", "upscore2",
+                                                    "upscore_pool4"))
+            if unused:
+                fail(f"your output does not depend on {_names(unused)}", "every layer on the path used",
+                     "a layer left out", _FCN_HINT)
+            mistake = (_crop_mistake(out, lambda k: _fcn8s_variant(model, x, pool4=k), "the pool4 score map", 5)
+                       or _crop_mistake(out, lambda k: _fcn8s_variant(model, x, pool3=k), "the pool3 score map", 9)
+                       or _crop_mistake(out, lambda k: _fcn8s_variant(model, x, final=k), "the upsampled output", 31))
+            fail(mistake or "your FCN-8s output differs from the reference on the same weights",
+                 "FCN8s.forward's logits", f"a difference of up to {(out - expected).abs().max().item():.3g}",
+                 _FCN_HINT + " The crops are 5 (pool4), 9 (pool3) and 31 (output) pixels from the top left.")
+    passed("FCN-8s forward pass equals the reference on random score weights (skips and crops)")
 
 
 # ---------------------------------------------------------------- validation loop
