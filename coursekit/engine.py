@@ -28,6 +28,7 @@ A model trained with ``loss_fn=None`` computes its own loss: in train mode
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import dataclass, field
@@ -262,8 +263,6 @@ def batchnorm_losses(model: torch.nn.Module, loader, loss_fn=None,
         ``{"running_statistics": float, "batch_statistics": float}``, each the
         mean of the batches' losses weighted by their number of images.
     """
-    import copy
-
     loss_fn = loss_fn or (lambda logits, y: F.cross_entropy(logits, y, ignore_index=255))
     device = _resolve(device)
     probe = copy.deepcopy(model).to(device).eval()    # a copy: train-mode batch norm updates running averages

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .. import config, engine
 from ..metrics import ConfusionMatrix, eval_semantic_segmentation
-from ..models.fcn import FCN8s, FCN32s
+from ..models.fcn import FCN8s, FCN32s, _crop
 from .report import call_student, expect, expect_close, expect_number, fail, keeps_random_state, passed
 
 VOID = 255
@@ -192,8 +192,7 @@ _FCN_HINT = ("follow the order of the figure: trunk -> score_fr -> upscore2 (1/1
 def _fcn32s_variant(model: FCN32s, x: torch.Tensor, final: int = 19) -> torch.Tensor:
     """FCN-32s's forward with the final crop taken at ``final``: logits float32 N×C×H×W."""
     _, _, fc7 = model.trunk(x)
-    h = model.upscore(model.score_fr(fc7))
-    return h[:, :, final:final + x.shape[2], final:final + x.shape[3]]
+    return _crop(model.upscore(model.score_fr(fc7)), final, x.shape[-2:])
 
 
 def _fcn8s_variant(model: FCN8s, x: torch.Tensor, pool4: int | None = 5, pool3: int | None = 9,
@@ -202,12 +201,11 @@ def _fcn8s_variant(model: FCN8s, x: torch.Tensor, pool4: int | None = 5, pool3: 
     pool3_features, pool4_features, fc7 = model.trunk(x)
     h = model.upscore2(model.score_fr(fc7))                                   # 1/16
     if pool4 is not None:
-        h = h + model.score_pool4(pool4_features)[:, :, pool4:pool4 + h.shape[2], pool4:pool4 + h.shape[3]]
+        h = h + _crop(model.score_pool4(pool4_features), pool4, h.shape[-2:])
     h = model.upscore_pool4(h)                                                # 1/8
     if pool3 is not None:
-        h = h + model.score_pool3(pool3_features)[:, :, pool3:pool3 + h.shape[2], pool3:pool3 + h.shape[3]]
-    h = model.upscore8(h)                                                     # 1/1
-    return h[:, :, final:final + x.shape[2], final:final + x.shape[3]]
+        h = h + _crop(model.score_pool3(pool3_features), pool3, h.shape[-2:])
+    return _crop(model.upscore8(h), final, x.shape[-2:])                    # 1/1
 
 
 def _fcn_under_test(model_class, reference_class, score_layers: tuple[str, ...]) -> tuple[nn.Module, torch.Tensor]:
