@@ -11,6 +11,7 @@ from coursekit.checks import segmentation as checks
 from coursekit.checks.report import CheckFailed
 from coursekit.losses import cross_entropy
 from coursekit.metrics import ConfusionMatrix, eval_semantic_segmentation
+from coursekit.models.encoder_decoder import ResNetEncoderDecoder
 from coursekit.models.fcn import FCN8s, FCN32s
 
 
@@ -264,6 +265,156 @@ def test_fcn8s_check_catches_the_stub_and_a_shape_error():
 def test_fcn32s_check_catches(model_class, message):
     with pytest.raises(CheckFailed, match=message):
         checks.check_fcn32s(model_class)
+
+
+# ---------------------------------------------------------------- decoder
+
+def decoder(concat=lambda deep, skip: torch.cat([deep, skip], dim=1), first=None, second=None,
+            classify_last=False, skip_fuse=False):
+    """A student's ResNetEncoderDecoder with the decoder written out, with one mistake at most."""
+    first = first or (lambda deep, skip: F.interpolate(deep, size=skip.shape[-2:], mode="bilinear",
+                                                       align_corners=False))
+    second = second or (lambda h, images: F.interpolate(h, size=images.shape[-2:], mode="bilinear",
+                                                        align_corners=False))
+
+    class Student(ResNetEncoderDecoder):
+        def logits(self, images):
+            skip = self.layer2(self.layer1(self.stem(images)))
+            deep = self.layer4(self.layer3(skip))
+            h = concat(first(deep, skip), skip)
+            h = h if skip_fuse else self.fuse(h)
+            return self.classifier(second(h, images)) if classify_last else second(self.classifier(h), images)
+
+    return Student
+
+
+def nearest_first(deep, skip):
+    return F.interpolate(deep, size=skip.shape[-2:], mode="nearest")
+
+
+def corners_first(deep, skip):
+    return F.interpolate(deep, size=skip.shape[-2:], mode="bilinear", align_corners=True)
+
+
+def corners_second(h, images):
+    return F.interpolate(h, size=images.shape[-2:], mode="bilinear", align_corners=True)
+
+
+class DecoderStub(ResNetEncoderDecoder):
+    def logits(self, images):
+        raise NotImplementedError
+
+
+class DecoderIgnoringTheEncoder(ResNetEncoderDecoder):
+    def logits(self, images):  # fuses zeros in place of the deep features: layer4 never reaches the output
+        skip = self.layer2(self.layer1(self.stem(images)))
+        deep = torch.zeros(skip.shape[0], 512, *skip.shape[-2:])
+        return F.interpolate(self.classifier(self.fuse(torch.cat([deep, skip], dim=1))), size=images.shape[-2:],
+                             mode="bilinear", align_corners=False)
+
+
+def test_decoder_check_passes_on_the_reference_and_on_classifying_after_the_upsampling(capsys):
+    checks.check_decoder(ResNetEncoderDecoder)
+    checks.check_decoder(decoder())
+    checks.check_decoder(decoder(classify_last=True))  # a 1×1 convolution commutes with bilinear upsampling
+    assert capsys.readouterr().out.count("check passed: decoder") == 3
+
+
+@pytest.mark.parametrize("model_class, message", [
+    (DecoderStub, "not implemented"),
+    (decoder(concat=lambda deep, skip: torch.cat([skip, deep], dim=1)), r"you concatenated \[skip, upsampled\]"),
+    (decoder(concat=lambda deep, skip: torch.cat([deep, skip], dim=2)),
+     "concatenated along dim=2; the channels are dim=1"),
+    (decoder(concat=lambda deep, skip: torch.cat([deep, skip], dim=0)), "concatenated along dim=0"),
+    (decoder(concat=lambda deep, skip: deep), "(?s)raised RuntimeError.*dim=1: 512 \\+ 128 = 640"),
+    (decoder(first=corners_first), "upsampling #1 uses align_corners=True"),
+    (decoder(first=nearest_first), r"upsampling #1 \(layer4 to 1/8\) is nearest-neighbour"),
+    (decoder(second=lambda h, images: F.interpolate(h, size=images.shape[-2:], mode="nearest")),
+     "upsampling #2 .* is nearest-neighbour"),
+    (decoder(second=corners_second), "upsampling #2 uses align_corners=True"),
+    (decoder(second=lambda h, images: F.interpolate(h, scale_factor=8, mode="bilinear")), "not by a fixed factor"),
+    (decoder(first=lambda deep, skip: F.interpolate(deep, scale_factor=4, mode="bilinear")), "raised RuntimeError"),
+    (DecoderIgnoringTheEncoder, "do not depend on layer4"),
+    (FCN8s, "must be a subclass of ResNetEncoderDecoder"),
+])
+def test_decoder_check_catches(model_class, message):
+    with pytest.raises(CheckFailed, match=message):
+        checks.check_decoder(model_class)
+
+
+# ---------------------------------------------------------------- optimiser and training loop
+
+def adam_trainable(net, lr):
+    return torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr, fused=True)
+
+
+def test_optimizer_check_passes_on_adam_over_the_trainable_parameters(capsys):
+    checks.check_optimizer(adam_trainable)
+    checks.check_optimizer(lambda net, lr: torch.optim.Adam(filter(lambda p: p.requires_grad, net.parameters()), lr))
+    assert capsys.readouterr().out.count("check passed: optimiser") == 2
+
+
+@pytest.mark.parametrize("make_optimizer, message", [
+    (stub, "not implemented"),
+    (lambda net, lr: torch.optim.Adam(net.parameters(), lr=lr), "parameters that do not require gradients"),
+    (lambda net, lr: torch.optim.Adam(net.score.parameters(), lr=lr),
+     "(?s)leaves out trainable parameters.*norm.bias and norm.weight"),
+    (lambda net, lr: torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=lr), "trains with Adam"),
+    (lambda net, lr: adam_trainable(net, 1e-3), "learning rate"),
+    (lambda net, lr: [p for p in net.parameters() if p.requires_grad], "must return a torch optimizer"),
+])
+def test_optimizer_check_catches(make_optimizer, message):
+    with pytest.raises(CheckFailed, match=message):
+        checks.check_optimizer(make_optimizer)
+
+
+def epoch_loop(zero_grad=True, train=True, step=True, result="mean"):
+    """A student's train_one_epoch with one mistake at most."""
+    def train_one_epoch(net, loader, optimizer):
+        if train:
+            net.train()
+        losses = []
+        for images, targets in loader:
+            if zero_grad:
+                optimizer.zero_grad()
+            loss = net(images, targets)
+            loss.backward()
+            if step:
+                optimizer.step()
+            losses.append(loss if result == "tensor" else loss.item())
+        return {"mean": lambda: float(np.mean(losses)), "last": lambda: losses[-1], "sum": lambda: float(sum(losses)),
+                "tensor": lambda: sum(losses) / len(losses)}[result]()
+
+    return train_one_epoch
+
+
+def test_train_epoch_check_passes_on_the_reference_loop(capsys):
+    checks.check_train_epoch(epoch_loop())
+    assert "check passed: training loop" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("train_one_epoch, message", [
+    (stub, "not implemented"),
+    (epoch_loop(zero_grad=False), "the gradients are never zeroed"),
+    (epoch_loop(train=False), "runs the net in eval mode"),
+    (epoch_loop(step=False), "did not change the weights"),
+    (epoch_loop(result="last"), "returns the last batch's loss"),
+    (epoch_loop(result="sum"), "returns the sum of the batch losses"),
+    (epoch_loop(result="tensor"), "must return the mean loss"),
+])
+def test_train_epoch_check_catches(train_one_epoch, message):
+    with pytest.raises(CheckFailed, match=message):
+        checks.check_train_epoch(train_one_epoch)
+
+
+def test_reference_epoch_without_zero_grad_moves_the_weights_differently():
+    loader = checks._probe_batches()
+    nets = [checks._loss_probe(seed=12) for _ in range(2)]
+    for net, zero_grad in zip(nets, (True, False)):
+        optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.2, momentum=0.9)
+        losses = checks._reference_epoch(net, loader, optimizer, zero_grad=zero_grad)
+        assert len(losses) == 3
+    assert not checks._weights_equal(*nets)
 
 
 # ---------------------------------------------------------------- validation loop

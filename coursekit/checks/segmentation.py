@@ -13,6 +13,14 @@ One check per exercise:
   against the reference on the same layers with random score weights; a
   wrong crop offset, a missing skip or a skip that never reaches the output
   fails with a message that names it;
+* ``check_decoder(cls)``            the encoder-decoder's decoder against the
+  reference on the same random weights; names a concatenation on the wrong
+  axis or in the wrong order, nearest or corner-aligned upsampling and an
+  unused layer;
+* ``check_optimizer(make_optimizer)`` Adam at the given rate over exactly the
+  trainable parameters;
+* ``check_train_epoch(fn)``          one epoch of the training loop against
+  the reference: train mode, zero_grad per batch, the mean loss returned;
 * ``check_validation(validate_fn)``  the validation loop: batched, in eval
   mode, without autograd, and the mIoU of the whole set (equal to
   ``engine.evaluate``'s) rather than a mean of per-batch values.
@@ -22,17 +30,22 @@ restored afterwards, so a check never changes the notebook's random stream.
 """
 from __future__ import annotations
 
+import functools
 import math
+import numbers
+import re
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from .. import config, engine
 from ..metrics import ConfusionMatrix, eval_semantic_segmentation
+from ..models.encoder_decoder import ResNetEncoderDecoder, _out_channels
 from ..models.fcn import FCN8s, FCN32s, _crop
-from .report import call_student, expect, expect_close, expect_number, fail, keeps_random_state, passed
+from .report import CheckFailed, call_student, expect, expect_close, expect_number, fail, keeps_random_state, passed
 
 VOID = 255
 # (N, H, W) of the random inputs of check_output_shape: odd sizes, so rounding in
@@ -335,6 +348,273 @@ def check_fcn8s(model_class) -> None:
                  "FCN8s.forward's logits", f"a difference of up to {(out - expected).abs().max().item():.3g}",
                  _FCN_HINT + " The crops are 5 (pool4), 9 (pool3) and 31 (output) pixels from the top left.")
     passed("FCN-8s forward pass equals the reference on random score weights (skips and crops)")
+
+
+# ---------------------------------------------------------------- the encoder-decoder's decoder
+
+_DECODER_INPUT = (1, 3, 37, 53)
+
+
+_BILINEAR = ("bilinear", False)
+
+
+def _decode(model: ResNetEncoderDecoder, images: torch.Tensor, concat_skip_first: bool = False,
+            first: tuple[str, bool] = _BILINEAR, second: tuple[str, bool] = _BILINEAR) -> torch.Tensor:
+    """The reference ``logits`` with one mistake at most: logits float32 N×C×H×W for images float32 N×3×H×W.
+
+    ``first`` and ``second`` are the two upsamplings' (mode, align_corners).
+    """
+    def upsample(x, size, how):
+        mode, align = how
+        return F.interpolate(x, size=size, mode=mode, align_corners=align if mode == "bilinear" else None)
+
+    skip = model.layer2(model.layer1(model.stem(images)))                    # 1/8
+    deep = upsample(model.layer4(model.layer3(skip)), skip.shape[-2:], first)  # 1/32 -> 1/8
+    joined = torch.cat([skip, deep] if concat_skip_first else [deep, skip], dim=1)
+    return upsample(model.classifier(model.fuse(joined)), images.shape[-2:], second)  # 1/8 -> 1/1
+
+
+def _decoder_hint(model: ResNetEncoderDecoder) -> str:
+    """What the decoder does, with the channel counts of ``model``."""
+    deep, skip = _out_channels(model.layer4), _out_channels(model.layer2)
+    return ("upsample layer4's output (1/32) to the skip's height and width (1/8) with F.interpolate(..., "
+            "size=skip.shape[-2:], mode='bilinear', align_corners=False); concatenate [upsampled, skip] along the "
+            f"channels (dim=1: {deep} + {skip} = {deep + skip} channels, what self.fuse expects); apply self.fuse "
+            "and self.classifier; upsample the scores the same way to images.shape[-2:].")
+
+
+@keeps_random_state
+def check_decoder(model_class) -> None:
+    """Check a student's encoder-decoder ``logits`` (a subclass of ``ResNetEncoderDecoder``) against the reference.
+
+    The class is built as ``model_class(5, backbone="resnet18", pretrained=False)`` with
+    random weights, in eval mode, and run on one 1×3×37×53 image; its logits
+    must equal the reference decoder's on the same layers. The message names
+    a concatenation along the wrong axis or in the wrong order, nearest or
+    corner-aligned upsampling, and a layer whose output never reaches the
+    result. Applying the 1×1 classifier after the last upsampling instead of
+    before gives the same numbers (both are linear) and passes.
+    """
+    if isinstance(model_class, type) and not issubclass(model_class, ResNetEncoderDecoder):
+        fail("your network must be a subclass of ResNetEncoderDecoder", "ResNetEncoderDecoder",
+             model_class.__name__, "keep `class ...(ResNetEncoderDecoder)` and write only logits().")
+    torch.manual_seed(9)
+    model = call_student("building your network", functools.partial(model_class, backbone="resnet18",
+                                                                     pretrained=False), _FCN_CLASSES,
+                         hint="keep `class ...(ResNetEncoderDecoder)` and write only logits(); leave __init__ as is.")
+    expect(isinstance(model, ResNetEncoderDecoder), "your network must be a subclass of ResNetEncoderDecoder",
+           "ResNetEncoderDecoder", type(model).__name__,
+           "keep `class ...(ResNetEncoderDecoder)` and write only logits().")
+    model.eval()
+    hint = _decoder_hint(model)
+    x = torch.randn(_DECODER_INPUT, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        try:
+            out = call_student("your logits", model.logits, x, hint=hint)
+        except CheckFailed as error:
+            axis = re.search(r"Sizes of tensors must match except in dimension (\d)", str(error))
+            if axis and axis.group(1) != "1":
+                fail(f"you concatenated along dim={axis.group(1)}; the channels are dim=1", "torch.cat([...], dim=1)",
+                     f"torch.cat([...], dim={axis.group(1)})", hint)
+            raise
+        expect(isinstance(out, torch.Tensor), "your logits must return a tensor", "a tensor", type(out).__name__,
+               "return the upsampled class scores (N×C×H×W).")
+        expected_shape = (x.shape[0], _FCN_CLASSES, x.shape[2], x.shape[3])
+        expect(tuple(out.shape) == expected_shape, f"your logits for an input of shape {tuple(x.shape)}",
+               expected_shape, tuple(out.shape), hint + " Upsample to an exact size, not by a fixed factor: the "
+               "input's sides need not be multiples of 32.")
+        expected = _decode(model, x)
+        if _same(out, expected):
+            passed("decoder: upsampling, skip concatenation, fuse and classifier as the reference")
+            return
+        nearest, corners = ("nearest", False), ("bilinear", True)
+        mistakes = (
+            (dict(concat_skip_first=True), "you concatenated [skip, upsampled]: self.fuse's weights are laid out for "
+             "[upsampled layer4, skip], so trained or loaded weights would be read in the wrong order"),
+            (dict(first=nearest), "upsampling #1 (layer4 to 1/8) is nearest-neighbour"),
+            (dict(second=nearest), "upsampling #2 (scores to the input's size) is nearest-neighbour"),
+            (dict(first=nearest, second=nearest), "both upsamplings are nearest-neighbour"),
+            (dict(first=corners), "upsampling #1 uses align_corners=True"),
+            (dict(second=corners), "upsampling #2 uses align_corners=True"),
+            (dict(first=corners, second=corners), "both upsamplings use align_corners=True"))
+        for variant, what in mistakes:
+            if _same(out, _decode(model, x, **variant)):
+                fail(what, "the reference decoder's logits", "a variant of them", hint)
+        unused = []
+        for name, layer in (("fuse", model.fuse[0]), ("classifier", model.classifier),
+                            ("layer2 (the skip)", model.layer2[-1].conv2), ("layer4", model.layer4[-1].conv2)):
+            saved = layer.weight.detach().clone()
+            layer.weight.mul_(3.0).add_(0.05)
+            changed = model.logits(x)
+            layer.weight.copy_(saved)
+            if _same(changed, out):
+                unused.append(name)
+        if unused:
+            fail(f"your logits do not depend on {_names(unused)}", "every layer on the path used",
+                 "a layer left out", hint)
+        fail("your logits differ from the reference decoder's on the same weights", "the reference decoder's logits",
+             f"a difference of up to {(out - expected).abs().max().item():.3g}", hint)
+
+
+# ---------------------------------------------------------------- optimiser and training loop
+
+class _LossProbeNet(nn.Module):
+    """A tiny segmentation net with batch norm that, like the handout's, returns its loss in training mode."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.frozen = nn.Conv2d(3, 6, 3, padding=1)
+        self.frozen.requires_grad_(False)
+        self.norm = nn.BatchNorm2d(6)
+        self.score = nn.Conv2d(6, num_classes, 1)
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.score(torch.relu(self.norm(self.frozen(images))))
+        if self.training and targets is not None:
+            return nn.functional.cross_entropy(logits, targets, ignore_index=VOID)
+        return logits
+
+
+def _loss_probe(seed: int, num_classes: int = 4) -> _LossProbeNet:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _LossProbeNet(num_classes)
+
+
+@keeps_random_state
+def check_optimizer(make_optimizer, lr: float = 0.0123) -> None:
+    """Check ``make_optimizer(net, lr)``: Adam at ``lr`` over exactly the parameters that require gradients.
+
+    The probe net has a frozen first convolution, so an optimiser built on
+    every parameter is caught, and so is one that leaves a trainable
+    parameter out, uses another learning rate or another algorithm.
+    """
+    net = _loss_probe(seed=10)
+    optimizer = call_student("make_optimizer", make_optimizer, net, lr,
+                             hint="return torch.optim.Adam(the parameters that require gradients, lr=lr).")
+    expect(isinstance(optimizer, torch.optim.Optimizer), "make_optimizer must return a torch optimizer",
+           "a torch.optim.Optimizer", type(optimizer).__name__, "return torch.optim.Adam(params, lr=lr).")
+    expect(isinstance(optimizer, torch.optim.Adam), "the handout trains with Adam", "torch.optim.Adam",
+           type(optimizer).__name__, "use torch.optim.Adam: it adapts the step per parameter, which a freshly "
+           "added decoder needs far less tuning for than plain SGD.")
+    names = {id(p): name for name, p in net.named_parameters()}
+    given = [p for group in optimizer.param_groups for p in group["params"]]
+    frozen = sorted(names[id(p)] for p in given if id(p) in names and not p.requires_grad)
+    if frozen:
+        fail("your optimiser holds parameters that do not require gradients", "only trainable parameters",
+             _names(frozen), "pass [p for p in net.parameters() if p.requires_grad]: a frozen parameter never "
+             "gets a gradient, and weight decay or a later unfreezing would still move it.")
+    missing = sorted(name for name, p in net.named_parameters() if p.requires_grad and id(p) not in
+                     {id(q) for q in given})
+    if missing:
+        fail("your optimiser leaves out trainable parameters", "every parameter that requires gradients",
+             f"{_names(missing)} missing", "pass every trainable parameter of net, not only those of one layer.")
+    rates = sorted({group["lr"] for group in optimizer.param_groups})
+    expect(rates == [lr], "the learning rate of your optimiser", lr, rates[0] if len(rates) == 1 else rates,
+           "pass lr=lr, the function's argument, not a number of your own.")
+    passed("optimiser: Adam at the given learning rate over the trainable parameters only")
+
+
+def _probe_batches(num_classes: int = 4) -> DataLoader:
+    """Three batches of two 3×8×10 images with targets int64 (some void)."""
+    generator = torch.Generator().manual_seed(11)
+    images = torch.randn(6, 3, 8, 10, generator=generator)
+    targets = torch.randint(0, num_classes, (6, 8, 10), generator=generator)
+    targets[torch.rand(targets.shape, generator=generator) < 0.1] = VOID
+    return DataLoader(TensorDataset(images, targets), batch_size=2)
+
+
+def _reference_epoch(net: nn.Module, loader, optimizer, zero_grad: bool = True) -> list[float]:
+    """One epoch of the reference loop (optionally without zero_grad); returns the batch losses."""
+    net.train()
+    device = next(net.parameters()).device
+    losses = []
+    for images, targets in loader:
+        if zero_grad:
+            optimizer.zero_grad()
+        loss = net(images.to(device), targets.to(device))
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+_TRAIN_MODE_HINT = ("call net.train() before the loop: the net returns its loss only in training mode, and in eval "
+                    "mode batch norm would use its running statistics and never update them (dropout would be off).")
+
+
+def _weights_equal(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.allclose(p, q, rtol=1e-4, atol=1e-6) for p, q in zip(a.state_dict().values(),
+                                                                          b.state_dict().values())
+               if p.is_floating_point())
+
+
+@keeps_random_state
+def check_train_epoch(train_one_epoch) -> None:
+    """Check ``train_one_epoch(net, loader, optimizer) -> float``: one pass of the training loop.
+
+    For every batch: zero the gradients, ``loss = net(images, targets)`` (the
+    net returns its loss in training mode), backward, step; before the loop,
+    ``net.train()``. It returns the mean of the batch losses as a Python
+    float. The probe net is handed over in eval mode with batch norm and an
+    SGD optimiser with momentum, so a missing ``net.train()`` or
+    ``optimizer.zero_grad()`` changes the weights and is named.
+    """
+    device = config.get_device()
+    loader = _probe_batches()
+
+    def setup():
+        net = _loss_probe(seed=12).to(device).eval()
+        params = [p for p in net.parameters() if p.requires_grad]
+        return net, torch.optim.SGD(params, lr=0.2, momentum=0.9)
+
+    net, optimizer = setup()
+    modes = []
+    hook = net.register_forward_pre_hook(lambda module, inputs: modes.append(module.training))
+    try:
+        got = call_student("train_one_epoch", train_one_epoch, net, loader, optimizer,
+                           hint="for images, targets in loader: zero the gradients, loss = net(images, targets), "
+                                "loss.backward(), optimizer.step(); return the mean of loss.item().")
+    except CheckFailed:
+        if modes and not all(modes):  # in eval mode the net returns logits, and backward() fails on them
+            fail("your loop runs the net in eval mode", "net.train() before the loop", "net.training == False",
+                 _TRAIN_MODE_HINT)
+        raise
+    finally:
+        hook.remove()
+    if modes and not all(modes):
+        fail("your loop runs the net in eval mode", "net.train() before the loop", "net.training == False",
+             _TRAIN_MODE_HINT)
+    expect(isinstance(got, numbers.Real) and not isinstance(got, bool), "train_one_epoch must return the mean loss",
+           "a Python float", type(got).__name__,
+           "collect loss.item() of each batch (a float, which frees the graph) and return their mean.")
+    reference, ref_optimizer = setup()
+    losses = _reference_epoch(reference, loader, ref_optimizer)
+    if not _weights_equal(net, reference):
+        for variant, what, hint in (
+                (dict(zero_grad=False), "the gradients are never zeroed", "call optimizer.zero_grad() for every "
+                 "batch, before loss.backward(): backward() adds to .grad, so each step would use the sum of all "
+                 "earlier gradients."),):
+            other, other_optimizer = setup()
+            _reference_epoch(other, loader, other_optimizer, **variant)
+            if _weights_equal(net, other):
+                fail(f"after one epoch the weights differ from the reference's: {what}", "the reference's update",
+                     "a different update", hint)
+        unchanged, _ = setup()
+        if all(torch.equal(p, q) for p, q in zip(net.parameters(), unchanged.parameters())):
+            fail("train_one_epoch did not change the weights", "updated weights", "the weights as they were",
+                 "call loss.backward() and then optimizer.step() for every batch.")
+        fail("after one epoch the weights differ from the reference's", "the reference's update",
+             "a different update", "one step per batch, in the loader's order: zero_grad, loss = net(images, "
+             "targets), backward, step.")
+    mean = float(np.mean(losses))
+    for wrong, what in ((losses[-1], "the last batch's loss"), (float(np.sum(losses)), "the sum of the batch losses"),
+                        (losses[0], "the first batch's loss")):
+        if math.isclose(float(got), wrong, rel_tol=1e-5) and not math.isclose(wrong, mean, rel_tol=1e-5):
+            fail(f"train_one_epoch returns {what}", mean, float(got), "return the mean of the batch losses.")
+    expect(math.isclose(float(got), mean, rel_tol=1e-4), "the mean loss train_one_epoch returns", mean, float(got),
+           "return the mean of loss.item() over the batches of this epoch (losses before each update).")
+    passed("training loop: train mode, zero_grad, backward and step for every batch, mean loss returned")
 
 
 # ---------------------------------------------------------------- validation loop
