@@ -255,11 +255,16 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def _unused_layers(model: nn.Module, x: torch.Tensor, out: torch.Tensor, names: tuple[str, ...]) -> list[str]:
-    """The layers among ``names`` whose weights can change without changing the student's output."""
+def _unused_layers(model: nn.Module, x: torch.Tensor, out: torch.Tensor, names) -> list[str]:
+    """The layers whose weights can change without changing the student's output ``model(x)``.
+
+    Args:
+        names: attribute names of ``model``, or a dict from the name to report to the layer.
+    """
+    layers = names if isinstance(names, dict) else {name: getattr(model, name) for name in names}
     unused = []
-    for name in names:
-        weight = getattr(model, name).weight
+    for name, layer in layers.items():
+        weight = layer.weight
         saved = weight.detach().clone()
         with torch.no_grad():
             weight.mul_(3.0).add_(0.05)
@@ -440,15 +445,9 @@ def check_decoder(model_class) -> None:
         for variant, what in mistakes:
             if _same(out, _decode(model, x, **variant)):
                 fail(what, "the reference decoder's logits", "a variant of them", hint)
-        unused = []
-        for name, layer in (("fuse", model.fuse[0]), ("classifier", model.classifier),
-                            ("layer2 (the skip)", model.layer2[-1].conv2), ("layer4", model.layer4[-1].conv2)):
-            saved = layer.weight.detach().clone()
-            layer.weight.mul_(3.0).add_(0.05)
-            changed = model.logits(x)
-            layer.weight.copy_(saved)
-            if _same(changed, out):
-                unused.append(name)
+        unused = _unused_layers(model, x, out, {"fuse": model.fuse[0], "classifier": model.classifier,
+                                                "layer2 (the skip)": model.layer2[-1].conv2,
+                                                "layer4": model.layer4[-1].conv2})
         if unused:
             fail(f"your logits do not depend on {_names(unused)}", "every layer on the path used",
                  "a layer left out", hint)
@@ -543,6 +542,13 @@ _TRAIN_MODE_HINT = ("call net.train() before the loop: the net returns its loss 
                     "mode batch norm would use its running statistics and never update them (dropout would be off).")
 
 
+def _fail_in_eval_mode(modes: list[bool]) -> None:
+    """Fail when any forward pass of the loop (``modes``: ``net.training`` at each) ran in eval mode."""
+    if modes and not all(modes):
+        fail("your loop runs the net in eval mode", "net.train() before the loop", "net.training == False",
+             _TRAIN_MODE_HINT)
+
+
 def _weights_equal(a: nn.Module, b: nn.Module) -> bool:
     return all(torch.allclose(p, q, rtol=1e-4, atol=1e-6) for p, q in zip(a.state_dict().values(),
                                                                           b.state_dict().values())
@@ -576,15 +582,11 @@ def check_train_epoch(train_one_epoch) -> None:
                            hint="for images, targets in loader: zero the gradients, loss = net(images, targets), "
                                 "loss.backward(), optimizer.step(); return the mean of loss.item().")
     except CheckFailed:
-        if modes and not all(modes):  # in eval mode the net returns logits, and backward() fails on them
-            fail("your loop runs the net in eval mode", "net.train() before the loop", "net.training == False",
-                 _TRAIN_MODE_HINT)
+        _fail_in_eval_mode(modes)  # in eval mode the net returns logits, and backward() fails on them
         raise
     finally:
         hook.remove()
-    if modes and not all(modes):
-        fail("your loop runs the net in eval mode", "net.train() before the loop", "net.training == False",
-             _TRAIN_MODE_HINT)
+    _fail_in_eval_mode(modes)
     expect(isinstance(got, numbers.Real) and not isinstance(got, bool), "train_one_epoch must return the mean loss",
            "a Python float", type(got).__name__,
            "collect loss.item() of each batch (a float, which frees the graph) and return their mean.")
