@@ -11,15 +11,16 @@ The loops are written to be read. ``fit`` runs the classic epoch loop::
 
 and adds what a real run needs: the device, a progress bar, a check that the
 loss is still a number, a learning-rate scheduler, the best model state,
-checkpoints, and training on several processes when ``torchrun`` starts the
-script (``DistributedDataParallel``, see ``coursekit.distributed``).
+checkpoints, mixed precision and channels_last memory (``coursekit.precision``), and training on several
+processes when ``torchrun`` starts the script (``DistributedDataParallel``, see ``coursekit.distributed``).
 ``evaluate`` streams a confusion matrix over the whole loader, so every
 accuracy and IoU is computed over the evaluated set itself.
 
 Shapes
 ------
 Classification: images float32 ``N×C×H×W``, targets int64 ``N``, logits
-float32 ``N×K``. Segmentation: targets int64 ``N×H×W`` (``ignore_index``,
+float32 ``N×K`` (cast to float32 after a bf16 or float16 forward pass, so
+losses and metrics are float32). Segmentation: targets int64 ``N×H×W`` (``ignore_index``,
 255 by default, marks pixels to skip), logits float32 ``N×K×H×W``.
 
 A model trained with ``loss_fn=None`` computes its own loss: in train mode
@@ -41,6 +42,7 @@ from tqdm.auto import tqdm
 
 from . import config, tempfiles
 from . import distributed as ddp
+from . import precision as amp
 from .metrics import ConfusionMatrix
 from .metrics import scores as matrix_scores
 
@@ -54,7 +56,8 @@ class History:
     ``train_accuracy`` stays empty for a model that returns its own loss
     (its outputs are not seen); the ``val_*`` lists stay empty without a
     validation loader. ``best_epoch`` (0-based) and ``best_score`` name the
-    epoch with the best monitored validation metric.
+    epoch with the best monitored validation metric. ``precision`` and
+    ``channels_last`` say what the run computed in (``coursekit.precision``).
     """
 
     monitor: str = "accuracy"
@@ -66,6 +69,8 @@ class History:
     lr: list[float] = field(default_factory=list)
     best_epoch: int | None = None
     best_score: float | None = None
+    precision: str = "32"
+    channels_last: bool = False
 
     def __len__(self) -> int:
         return len(self.train_loss)
@@ -122,7 +127,8 @@ def _resolve(device: torch.device | str | None) -> torch.device:
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, loader, num_classes: int | None = None, loss_fn=None,
-             device: torch.device | str | None = None, ignore_index: int | None = 255) -> dict:
+             device: torch.device | str | None = None, ignore_index: int | None = 255, precision: str = "auto",
+             channels_last: bool | None = None) -> dict:
     """Loss, accuracy and IoU of ``model`` over every batch of ``loader``.
 
     The model runs in eval mode under ``torch.inference_mode`` (no dropout,
@@ -138,6 +144,9 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int | None = None, los
             uses cross-entropy that skips ``ignore_index``.
         device: where to compute; ``None`` is ``config.get_device()``.
         ignore_index: target value to skip (VOC void is 255); ``None`` skips nothing.
+        precision: ``'auto'``, ``'32'``, ``'bf16'`` or ``'16-mixed'`` for the forward pass (see
+            ``coursekit.precision``; the loss and the metrics are computed in float32 either way).
+        channels_last: images and weights in channels_last memory; ``None``: the default of ``coursekit.precision``.
 
     Returns:
         A dict with ``loss`` (mean over all evaluated samples or valid
@@ -147,7 +156,18 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int | None = None, los
         classes), ``confusion`` (int64 array K×K, rows = truth) and
         ``count`` (how many samples or pixels were evaluated).
     """
-    confusion, loss_sum, count = _evaluation_sums(model, loader, num_classes, loss_fn, _resolve(device), ignore_index)
+    device = _resolve(device)
+    compute = (amp.resolve_precision(precision, device), amp.resolve_channels_last(channels_last, model, device))
+    with amp.memory_format(model, compute[1]):
+        return _evaluate_here(model, loader, num_classes, loss_fn, device, ignore_index, compute)
+
+
+@torch.inference_mode()
+def _evaluate_here(model: torch.nn.Module, loader, num_classes: int | None, loss_fn, device: torch.device,
+                   ignore_index: int | None, compute: tuple[str, bool]) -> dict:
+    """``evaluate`` in this process, with ``compute`` = (precision, channels_last) resolved and the model's
+    weights already in that memory format."""
+    confusion, loss_sum, count = _evaluation_sums(model, loader, num_classes, loss_fn, device, ignore_index, compute)
     if confusion is None:
         raise ValueError("the loader yielded no batches; check the dataset and the batch size.")
     return _scores(confusion.matrix, loss_sum, count)
@@ -155,7 +175,7 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int | None = None, los
 
 @torch.inference_mode()
 def _evaluate_shards(model: torch.nn.Module, shard, num_classes: int | None, loss_fn, device: torch.device,
-                     ignore_index: int | None) -> dict:
+                     ignore_index: int | None, compute: tuple[str, bool]) -> dict:
     """``evaluate`` under DDP: each process evaluates its shard of the validation batches, then the sums are added
     over the processes, so that every process returns the scores of the whole loader.
 
@@ -164,7 +184,7 @@ def _evaluate_shards(model: torch.nn.Module, shard, num_classes: int | None, los
             by one process, and the confusion matrix (int64) is exact; only the loss's float64 sum is added in
             another order than in one process.
     """
-    confusion, loss_sum, count = _evaluation_sums(model, shard, num_classes, loss_fn, device, ignore_index)
+    confusion, loss_sum, count = _evaluation_sums(model, shard, num_classes, loss_fn, device, ignore_index, compute)
     # A process whose shard is empty (fewer batches than processes) has no matrix: K is the one the others saw.
     k = int(ddp.all_reduce(torch.tensor(confusion.num_classes if confusion else 0, device=device), op="max"))
     if k == 0:
@@ -176,8 +196,11 @@ def _evaluate_shards(model: torch.nn.Module, shard, num_classes: int | None, los
 
 
 def _evaluation_sums(model: torch.nn.Module, loader, num_classes: int | None, loss_fn, device: torch.device,
-                     ignore_index: int | None) -> tuple[ConfusionMatrix | None, torch.Tensor, torch.Tensor]:
+                     ignore_index: int | None, compute: tuple[str, bool]
+                     ) -> tuple[ConfusionMatrix | None, torch.Tensor, torch.Tensor]:
     """What ``evaluate`` adds up over ``loader`` (same arguments), in eval mode; the model's mode is restored.
+
+    ``compute`` is (precision, channels_last), resolved; the model's weights are already in that memory format.
 
     Returns:
         The confusion matrix (``None`` when ``loader`` yielded no batch), the loss summed over the evaluated
@@ -192,7 +215,8 @@ def _evaluation_sums(model: torch.nn.Module, loader, num_classes: int | None, lo
     count = torch.zeros((), dtype=torch.int64, device=device)
     for batch in loader:
         images, targets = _to_device(batch, device)
-        logits = _logits(model(images))
+        with amp.autocast(compute[0], device):
+            logits = _logits(model(amp.images_in(images, compute[1]))).float()
         if confusion is None:
             confusion = ConfusionMatrix(num_classes or logits.shape[1], ignore_index=ignore_index, device=device)
         if loss_fn is None:
@@ -284,7 +308,8 @@ def batchnorm_losses(model: torch.nn.Module, loader, loss_fn=None,
 
 
 def train_step(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor,
-               optimizer: torch.optim.Optimizer, loss_fn=None) -> tuple[float, torch.Tensor | None]:
+               optimizer: torch.optim.Optimizer, loss_fn=None, precision: str = "32",
+               scaler: torch.amp.GradScaler | None = None) -> tuple[float, torch.Tensor | None]:
     """One optimisation step on one batch: forward, loss, backward, update.
 
     Args:
@@ -292,35 +317,47 @@ def train_step(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tens
         targets: int64 ``N`` or ``N×H×W`` on the same device.
         loss_fn: ``loss_fn(logits, targets)`` -> scalar; ``None`` when
             ``model(images, targets)`` returns its own loss.
+        precision: ``'32'``, ``'bf16'`` or ``'16-mixed'`` (resolved, see ``coursekit.precision``): the forward
+            pass runs under that autocast, and ``loss_fn`` gets the logits cast to float32.
+        scaler: the gradient scaler of ``'16-mixed'`` (``precision.grad_scaler``); ``None`` otherwise.
 
     Returns:
-        The batch's loss as a float (before the update) and the logits
+        The batch's loss as a float (before the update) and the float32 logits
         (``None`` for a model that returns its own loss).
 
     Raises:
         FloatingPointError: the loss is NaN or infinite; nothing is updated.
     """
-    loss, logits = _forward(model, images, targets, loss_fn)
+    loss, logits = _forward(model, images, targets, loss_fn, precision)
     loss_value = loss.item()
     if not math.isfinite(loss_value):
         raise _not_finite(str(loss_value), optimizer)
-    _update(loss, optimizer)
+    _update(loss, optimizer, scaler)
     return loss_value, logits
 
 
-def _forward(model, images, targets, loss_fn) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``train_step``'s loss (0-d, with its graph) and logits (``None`` for a model that returns its own loss)."""
+def _forward(model, images, targets, loss_fn, precision: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``train_step``'s float32 loss (0-d, with its graph) and float32 logits (``None`` for a model that returns
+    its own loss). The network runs under ``precision``'s autocast; ``loss_fn`` outside it, on float32 logits."""
+    with amp.autocast(precision, images.device):
+        outputs = model(images, targets) if loss_fn is None else _logits(model(images))
     if loss_fn is None:
-        return model(images, targets), None
-    logits = _logits(model(images))
+        return outputs.float(), None
+    logits = outputs.float()
     return loss_fn(logits, targets), logits
 
 
-def _update(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-    """Backward pass from ``loss`` and one optimizer step."""
+def _update(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """Backward pass from ``loss`` and one optimizer step (through ``scaler`` when there is one: the loss is
+    scaled before ``backward``, the gradients unscaled before the step, which is skipped if they overflowed)."""
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def _not_finite(loss: str, optimizer: torch.optim.Optimizer) -> FloatingPointError:
@@ -331,21 +368,23 @@ def _not_finite(loss: str, optimizer: torch.optim.Optimizer) -> FloatingPointErr
         "targets are valid class indices.")
 
 
-def _step_or_skip(model, images, targets, optimizer, loss_fn, ignore_index) -> tuple[float, torch.Tensor | None] | None:
+def _step_or_skip(model, images, targets, optimizer, loss_fn, ignore_index, precision, scaler
+                  ) -> tuple[float, torch.Tensor | None] | None:
     """``train_step``, or ``None`` (nothing updated) for a batch whose every target is ignored.
 
     Raises:
         FloatingPointError: the loss is not finite although some targets count.
     """
     try:
-        return train_step(model, images, targets, optimizer, loss_fn)
+        return train_step(model, images, targets, optimizer, loss_fn, precision, scaler)
     except FloatingPointError:
         if int(_count_valid(targets, ignore_index)) == 0:
             return None  # every target is ignored: the mean loss is 0/0 and there is nothing to learn
         raise
 
 
-def _agreed_step(model, images, targets, optimizer, loss_fn, ignore_index) -> tuple[float, torch.Tensor | None] | None:
+def _agreed_step(model, images, targets, optimizer, loss_fn, ignore_index, precision, scaler
+                 ) -> tuple[float, torch.Tensor | None] | None:
     """``_step_or_skip`` under DDP, where all processes step together: no process may skip or stop alone, since
     the others would wait for its gradients.
 
@@ -355,7 +394,7 @@ def _agreed_step(model, images, targets, optimizer, loss_fn, ignore_index) -> tu
     Raises:
         FloatingPointError: on every process, when some process's loss is not finite although it has targets.
     """
-    loss, logits = _forward(model, images, targets, loss_fn)
+    loss, logits = _forward(model, images, targets, loss_fn, precision)
     loss_value = loss.item()
     finite = math.isfinite(loss_value)
     stuck = not finite and int(_count_valid(targets, ignore_index)) > 0
@@ -366,18 +405,18 @@ def _agreed_step(model, images, targets, optimizer, loss_fn, ignore_index) -> tu
         raise _not_finite(f"{what} on {failed} of {ddp.world_size()} processes", optimizer)
     if failed:
         return None
-    _update(loss, optimizer)
+    _update(loss, optimizer, scaler)
     return loss_value, logits
 
 
 def _train_one_epoch(model, loader, optimizer, loss_fn, device, ignore_index, epoch, scheduler_per_batch,
-                     parallel: bool):
+                     parallel: bool, compute: tuple[str, bool], scaler):
     """One pass over ``loader`` in train mode; returns (mean loss, accuracy or None).
 
     Under DDP (``parallel``: ``model`` is wrapped, ``loader`` is this process's shard) the processes agree on
     every step, the sums are added over all processes, and a per-batch scheduler steps once per batch of every
     process (``world_size()`` times per step), so that a schedule sized with ``len(train_loader)`` spans the
-    training as in one process.
+    training as in one process. ``compute`` is (precision, channels_last), resolved; ``scaler`` is 16-mixed's.
     """
     model.train()
     step, scheduler_steps = (_agreed_step, ddp.world_size()) if parallel else (_step_or_skip, 1)
@@ -388,7 +427,8 @@ def _train_one_epoch(model, loader, optimizer, loss_fn, device, ignore_index, ep
     for batch_index, batch in enumerate(loader):
         images, targets = _to_device(batch, device)
         try:
-            done = step(model, images, targets, optimizer, loss_fn, ignore_index)
+            done = step(model, amp.images_in(images, compute[1]), targets, optimizer, loss_fn, ignore_index,
+                        compute[0], scaler)
         except FloatingPointError as error:
             raise FloatingPointError(f"epoch {epoch + 1}, batch {batch_index + 1}: {error}") from None
         if done is None:
@@ -421,7 +461,8 @@ def fit(model: torch.nn.Module, train_loader, optimizer: torch.optim.Optimizer, 
         val_loader=None, num_classes: int | None = None, scheduler=None, scheduler_interval: str = "epoch",
         checkpoint_path: str | os.PathLike | None = None, monitor: str = "accuracy", restore_best: bool = False,
         device: torch.device | str | None = None, ignore_index: int | None = 255, desc: str | None = None,
-        verbose: bool = True, distributed: str | None = "auto") -> History:
+        verbose: bool = True, distributed: str | None = "auto", precision: str = "auto",
+        channels_last: bool | None = None) -> History:
     """Train ``model`` for ``epochs`` epochs, evaluating after each one.
 
     Started by ``torchrun`` as one of several processes, ``fit`` trains one model on all of them with
@@ -462,6 +503,13 @@ def fit(model: torch.nn.Module, train_loader, optimizer: torch.optim.Optimizer, 
         distributed: ``'auto'``: with DDP exactly when torchrun started this process as one of several
             (``distributed.launched()``), in this process alone otherwise (exactly as without DDP); ``'ddp'``:
             always with DDP (an error when not so started); ``None`` or ``'none'``: in this process alone.
+        precision: ``'32'``, ``'bf16'`` (autocast; weights, loss and steps stay float32), ``'16-mixed'``
+            (float16 autocast with a gradient scaler, CUDA only) or ``'auto'``: float32 in the ``ci`` profile,
+            else the device's fastest that keeps the maths (``coursekit.precision.default_precision``).
+            Validation runs in the same precision.
+        channels_last: keep the images and the model's 4-D weights in channels_last memory while training
+            (the weights are contiguous again afterwards); ``None``: off in ``ci``, on for convolutional
+            networks on CPU and CUDA otherwise (``coursekit.precision.resolve_channels_last``).
 
     Returns:
         The ``History`` of per-epoch losses, accuracies and learning rates.
@@ -469,6 +517,7 @@ def fit(model: torch.nn.Module, train_loader, optimizer: torch.optim.Optimizer, 
     Raises:
         FloatingPointError: the training loss became NaN or infinite.
         RuntimeError: ``distributed='ddp'`` in a process that torchrun did not start as one of several.
+        ValueError: an unknown ``monitor``, ``scheduler_interval`` or ``precision``, or ``epochs`` below 1.
     """
     if monitor not in MONITORS:
         raise ValueError(f"monitor={monitor!r} is not supported; use one of {', '.join(MONITORS)}.")
@@ -481,21 +530,37 @@ def fit(model: torch.nn.Module, train_loader, optimizer: torch.optim.Optimizer, 
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
     parallel = ddp.use_ddp(distributed)
     device = ddp.setup(_resolve(device)) if parallel else _resolve(device)
+    compute = (amp.resolve_precision(precision, device), amp.resolve_channels_last(channels_last, model, device))
     model.to(device)
-    network, val_batches, validate = model, val_loader, evaluate
+    with amp.memory_format(model, compute[1]):
+        return _fit(model, train_loader, optimizer, loss_fn, epochs, val_loader, num_classes, scheduler,
+                    scheduler_interval, checkpoint_path, monitor, restore_best, device, ignore_index, desc, verbose,
+                    parallel, compute)
+
+
+def _fit(model, train_loader, optimizer, loss_fn, epochs, val_loader, num_classes, scheduler, scheduler_interval,
+         checkpoint_path, monitor, restore_best, device, ignore_index, desc, verbose, parallel: bool,
+         compute: tuple[str, bool]) -> History:
+    """``fit``'s epoch loop, its arguments checked and resolved: ``model`` on ``device`` in ``compute``'s
+    memory format, ``parallel`` whether DDP trains it, ``compute`` = (precision, channels_last)."""
+    plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    network, val_batches, validate = model, val_loader, _evaluate_here
     if parallel:
         network, train_loader = ddp.data_parallel(model, device), ddp.shard_loader(train_loader)
         val_batches = None if val_loader is None else ddp.shard_loader(val_loader, equal=False)
         validate = _evaluate_shards
     main = not parallel or ddp.is_main()  # the process that shows progress, prints and saves
-    history = History(monitor=monitor)
+    history = History(monitor=monitor, precision=compute[0], channels_last=compute[1])
+    scaler = amp.grad_scaler(compute[0], device)
+    if verbose and main and compute != ("32", False):
+        tqdm.write(f"computing in precision {compute[0]}" + (", channels_last" if compute[1] else ""))
     best_state = None
     per_batch = scheduler if scheduler_interval == "batch" else None
     bar = tqdm(range(epochs), desc=desc or "epochs", unit="epoch", leave=True, disable=not main)
     for epoch in bar:
         history.lr.append(_current_lr(optimizer))
         train_loss, train_accuracy = _train_one_epoch(network, train_loader, optimizer, loss_fn, device,
-                                                      ignore_index, epoch, per_batch, parallel)
+                                                      ignore_index, epoch, per_batch, parallel, compute, scaler)
         if parallel:
             ddp.broadcast_buffers(model)
         history.train_loss.append(train_loss)
@@ -504,7 +569,7 @@ def fit(model: torch.nn.Module, train_loader, optimizer: torch.optim.Optimizer, 
         line = {"loss": train_loss}
         score = None
         if val_loader is not None:
-            scores = validate(model, val_batches, num_classes, loss_fn, device, ignore_index)
+            scores = validate(model, val_batches, num_classes, loss_fn, device, ignore_index, compute)
             history.val_loss.append(scores["loss"])
             history.val_accuracy.append(scores["accuracy"])
             history.val_miou.append(scores["miou"])

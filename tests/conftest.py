@@ -12,6 +12,15 @@ matplotlib.use("Agg")
 MIRROR = Path(os.environ.get("COURSEKIT_MIRROR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def float32_engine(monkeypatch):
+    """Every test computes in float32 with the usual memory layout, whatever the machine's CPU: the engine's
+    defaults elsewhere depend on it (bf16 where the CPU has it, see ``coursekit.precision``). Tests of those
+    defaults delete the two variables."""
+    monkeypatch.setenv("COURSEKIT_PRECISION", "32")
+    monkeypatch.setenv("COURSEKIT_CHANNELS_LAST", "0")
+
+
 @pytest.fixture
 def data_root(tmp_path, monkeypatch):
     """A fresh, writable, empty data root that is the only one searched (it is also ``COURSEKIT_HOME/data``)."""

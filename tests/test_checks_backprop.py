@@ -28,34 +28,46 @@ def test_stub_fails_with_clear_message(name):
 
 # --- typical mistakes, one mistaken version each -------------------------------------------------
 
-def init_transposed(sizes, seed=0):
-    return [{"W": layer["W"].T.copy(), "b": layer["b"]} for layer in nn.initialize_network(sizes, seed)]
+def init_transposed(sizes, seed=0, dtype=np.float32):
+    return [{"W": layer["W"].T.copy(), "b": layer["b"]} for layer in nn.initialize_network(sizes, seed, dtype)]
 
 
-def init_zeros(sizes, seed=0):
-    return [{"W": np.zeros((a, b)), "b": np.zeros(b)} for a, b in zip(sizes[:-1], sizes[1:])]
+def init_zeros(sizes, seed=0, dtype=np.float32):
+    return [{"W": np.zeros((a, b), dtype), "b": np.zeros(b, dtype)} for a, b in zip(sizes[:-1], sizes[1:])]
 
 
-def init_standard_normal(sizes, seed=0):
+def init_standard_normal(sizes, seed=0, dtype=np.float32):
     rng = np.random.default_rng(seed)
-    return [{"W": rng.standard_normal((a, b)), "b": np.zeros(b)} for a, b in zip(sizes[:-1], sizes[1:])]
+    return [{"W": rng.standard_normal((a, b)).astype(dtype), "b": np.zeros(b, dtype)}
+            for a, b in zip(sizes[:-1], sizes[1:])]
 
 
-def init_uniform_01(sizes, seed=0):
+def init_uniform_01(sizes, seed=0, dtype=np.float32):
     rng = np.random.default_rng(seed)
-    return [{"W": rng.random((a, b)) * 0.1, "b": np.zeros(b)} for a, b in zip(sizes[:-1], sizes[1:])]
+    return [{"W": (rng.random((a, b)) * 0.1).astype(dtype), "b": np.zeros(b, dtype)}
+            for a, b in zip(sizes[:-1], sizes[1:])]
 
 
-def init_ignores_seed(sizes, seed=0):
-    return nn.initialize_network(sizes, seed=0)
+def init_ignores_seed(sizes, seed=0, dtype=np.float32):
+    return nn.initialize_network(sizes, seed=0, dtype=dtype)
 
 
-def init_float32(sizes, seed=0):
-    return nn.initialize_network(sizes, seed, dtype=np.float32)
+def init_always_float64(sizes, seed=0, dtype=np.float32):
+    return nn.initialize_network(sizes, seed, dtype=np.float64)
 
 
-def init_unseeded(sizes, seed=0):
-    return nn.initialize_network(sizes, np.random.default_rng())
+def init_without_dtype(sizes, seed=0):
+    return nn.initialize_network(sizes, seed)
+
+
+def init_draws_in_dtype(sizes, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)  # float32 draws come from another algorithm than float64 ones
+    return [{"W": rng.standard_normal((a, b), dtype=dtype) * dtype(np.sqrt(2.0 / (a + b))), "b": np.zeros(b, dtype)}
+            for a, b in zip(sizes[:-1], sizes[1:])]
+
+
+def init_unseeded(sizes, seed=0, dtype=np.float32):
+    return nn.initialize_network(sizes, np.random.default_rng(), dtype)
 
 
 def pre_activation_without_bias(inputs, W, b):
@@ -208,7 +220,9 @@ MISTAKES = [
     ("initialize_network", init_standard_normal, "saturate"),
     ("initialize_network", init_uniform_01, "not centred"),
     ("initialize_network", init_ignores_seed, "ignores its seed"),
-    ("initialize_network", init_float32, "float64"),
+    ("initialize_network", init_always_float64, "wrong dtype by default"),
+    ("initialize_network", init_without_dtype, "add a dtype=np.float32 argument"),
+    ("initialize_network", init_draws_in_dtype, "depends on the dtype"),
     ("initialize_network", init_unseeded, "not reproducible"),
     ("pre_activation", pre_activation_without_bias, "bias"),
     ("pre_activation", pre_activation_transposed, "raised ValueError"),

@@ -40,7 +40,8 @@ def _run(command: list[str], data: Path, out: Path, batch_size: int) -> SimpleNa
     """Run the training script; returns its stdout, the per-rank reports and weights, and its folder."""
     out.mkdir()
     env = {name: value for name, value in os.environ.items() if name not in TORCHRUN_VARIABLES}
-    env.update(OMP_NUM_THREADS="1", COURSEKIT_DEVICE="cpu")
+    # float32 in the usual layout, as every test computes (this module-scoped run starts before conftest's fixture)
+    env.update(OMP_NUM_THREADS="1", COURSEKIT_DEVICE="cpu", COURSEKIT_PRECISION="32", COURSEKIT_CHANNELS_LAST="0")
     done = subprocess.run([*command, str(SCRIPT), str(data), str(out), str(batch_size)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]

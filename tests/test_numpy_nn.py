@@ -45,7 +45,16 @@ def test_initialize_network_shapes_spread_and_seed():
     assert network[0]["W"].std() == pytest.approx(np.sqrt(2 / 700), rel=0.02)
     assert np.array_equal(network[0]["W"], nn.initialize_network([400, 300, 10], seed=0)[0]["W"])
     assert not np.array_equal(network[0]["W"], nn.initialize_network([400, 300, 10], seed=1)[0]["W"])
-    assert nn.initialize_network([3, 2], dtype=np.float32)[0]["W"].dtype == np.float32
+    assert {a.dtype for layer in network for a in layer.values()} == {np.dtype(np.float32)}  # the default
+    wide = nn.initialize_network([400, 300, 10], seed=0, dtype=np.float64)
+    assert {a.dtype for layer in wide for a in layer.values()} == {np.dtype(np.float64)}
+    assert np.allclose(wide[0]["W"], network[0]["W"], rtol=1e-6)  # the same draws, only rounded
+
+
+def test_cross_entropy_stays_finite_when_a_float32_probability_underflows():
+    outputs = np.array([[1.0, 0.0]], dtype=np.float32)  # softmax of (0, -200) in float32
+    loss = nn.compute_loss(outputs, np.array([[0.0, 1.0]], dtype=np.float32))
+    assert np.isfinite(loss) and loss == pytest.approx(-np.log(np.finfo(np.float32).tiny))
 
 
 @pytest.mark.parametrize("sizes", [[5], [], [5, 0], [5, 2.5]])

@@ -34,7 +34,8 @@ def _call(what: str, hint: str, fn, *args, **kwargs):
 
 
 def _network(seed: int = 0) -> list[dict]:
-    return ref.initialize_network(_SIZES, seed=seed)
+    """The reference's float64 network of ``_SIZES``: the checks compare in float64, to 1e-10."""
+    return ref.initialize_network(_SIZES, seed=seed, dtype=np.float64)
 
 
 def _batch(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -60,14 +61,31 @@ def _expect_network_shaped(what: str, network, sizes: list[int]) -> None:
 
 
 def check_initialize_network(initialize_network) -> None:
-    """Shapes, dtype, a sensible spread, broken symmetry and seeding of the initial weights."""
+    """Shapes, dtype (float32 by default, float64 when asked), a sensible spread, broken symmetry and seeding of
+    the initial weights."""
     sizes = [400, 300, 10]
     network = _call("initialize_network", _SHAPES_HINT, initialize_network, sizes, seed=0)
     _expect_network_shaped("initialize_network", network, sizes)
+    again = _call("initialize_network", _SHAPES_HINT, initialize_network, sizes, seed=0)
+    other = _call("initialize_network", _SHAPES_HINT, initialize_network, sizes, seed=1)
+    expect(np.array_equal(again[0]["W"], network[0]["W"]), "initialize_network is not reproducible",
+           "the same weights for the same seed", "different weights",
+           "draw from a generator made from the seed: rng = np.random.default_rng(seed).")
+    exact = _call("initialize_network(..., dtype=np.float64)", "add a dtype=np.float32 argument and build W and b "
+                  "in it: W = (...).astype(dtype), b = np.zeros(n_out, dtype=dtype).", initialize_network, sizes,
+                  seed=0, dtype=np.float64)
+    _expect_network_shaped("initialize_network(..., dtype=np.float64)", exact, sizes)
+    for number, (layer, wide) in enumerate(zip(network, exact), start=1):
+        for dtype, weights, what in ((np.float32, layer, "by default"), (np.float64, wide, "with dtype=np.float64")):
+            got = f"{np.asarray(weights['W']).dtype}/{np.asarray(weights['b']).dtype}"
+            expect(got == f"{np.dtype(dtype)}/{np.dtype(dtype)}", f"W{number}/b{number} have the wrong dtype {what}",
+                   np.dtype(dtype).name, got, "train in float32 (ten times faster, as accurate); the gradient check "
+                   "asks for float64. Cast W with .astype(dtype) and make b with np.zeros(n_out, dtype=dtype).")
+        expect(np.allclose(wide["W"], layer["W"], rtol=1e-6, atol=1e-7), f"W{number} depends on the dtype",
+               "the same draws in both dtypes", "different weights",
+               "draw the weights in float64 and only then cast them with .astype(dtype).")
     for number, (layer, n_in, n_out) in enumerate(zip(network, sizes[:-1], sizes[1:]), start=1):
         W, b = np.asarray(layer["W"]), np.asarray(layer["b"])
-        expect(W.dtype == np.float64 and b.dtype == np.float64, f"W{number}/b{number} have the wrong dtype",
-               "float64", f"{W.dtype}/{b.dtype}", "the gradient check needs float64: use dtype=np.float64.")
         expect(np.all(np.isfinite(W)) and np.all(np.isfinite(b)), f"W{number}/b{number} are not finite",
                "finite numbers", "NaN or inf", "draw the weights from a normal or uniform distribution.")
         expect(W.std() > 0, f"W{number} starts with all weights equal", "random weights", f"all {W.flat[0]}",
@@ -82,11 +100,6 @@ def check_initialize_network(initialize_network) -> None:
                f"{W.mean():.4f}", "draw weights symmetric around 0 (e.g. a normal with mean 0), not from [0, 1).")
         expect(np.all(np.abs(b) <= glorot), f"b{number} starts too large", "zeros (or tiny values)",
                f"max |b| = {np.abs(b).max():.4f}", "start the biases at zero.")
-    again = _call("initialize_network", _SHAPES_HINT, initialize_network, sizes, seed=0)
-    other = _call("initialize_network", _SHAPES_HINT, initialize_network, sizes, seed=1)
-    expect(np.array_equal(again[0]["W"], network[0]["W"]), "initialize_network is not reproducible",
-           "the same weights for the same seed", "different weights",
-           "draw from a generator made from the seed: rng = np.random.default_rng(seed).")
     expect(not np.array_equal(other[0]["W"], network[0]["W"]), "initialize_network ignores its seed",
            "different weights for a different seed", "the same weights",
            "create the generator from the seed argument, not from a fixed number.")
@@ -256,7 +269,7 @@ def check_train(train) -> None:
     """Mini-batch SGD on the toy moons: history per epoch, a falling loss and in-place updates."""
     X, labels = ref.make_toy_dataset(200, seed=0)
     X_val, labels_val = ref.make_toy_dataset(100, seed=1)
-    network = ref.initialize_network([2, 10, 10, 2], seed=0)
+    network = ref.initialize_network([2, 10, 10, 2], seed=0, dtype=np.float64)
     start = copy.deepcopy(network)
     epochs = 100
     history = _call("train", "run forward, backward and update on each mini-batch of each epoch.", train, network,
