@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +41,7 @@ from torch import nn
 from timing import synchronize
 
 from coursekit import config
+from coursekit import precision as amp
 from coursekit.models.classifier import BetterNet
 from coursekit.models.fcn import FCN32s
 
@@ -87,27 +86,24 @@ def forward_macs(model: nn.Module, x: torch.Tensor) -> int:
 
 
 def bf16_support(device: torch.device) -> tuple[bool, str]:
-    """Whether ``device`` does bfloat16 natively, and the evidence (CPU flags or the CUDA check)."""
+    """Whether ``device`` does bfloat16 natively (``coursekit.precision.native_bf16``, the engine's own test),
+    and the evidence (CPU capability and flags, or the CUDA check)."""
+    native = amp.native_bf16(device)
     if device.type == "cuda":
-        native = torch.cuda.is_bf16_supported()
         return native, f"torch.cuda.is_bf16_supported() is {native}"
     if device.type != "cpu":
         return False, f"bf16 autocast is not measured on {device.type}"
-    cpuinfo = Path("/proc/cpuinfo")
-    words = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
-    flags = sorted(words & {"avx512_bf16", "amx_bf16"})
-    onednn = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    evidence = (f"CPU capability {torch.backends.cpu.get_cpu_capability()}, bf16 flags "
-                f"{', '.join(flags) or 'none'} in /proc/cpuinfo, oneDNN bf16 {'yes' if onednn else 'no'}")
-    return bool(flags) and onednn, evidence
+    flags = sorted(amp._cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    return native, (f"CPU capability {torch.backends.cpu.get_cpu_capability()}, bf16 flags "
+                    f"{', '.join(flags) or 'none'} in /proc/cpuinfo")
 
 
 def prepare(model: nn.Module, variant: str, images: torch.Tensor) -> tuple[torch.Tensor, object]:
-    """Put ``model`` (in place) and ``images`` in ``variant``'s memory format; returns the images and the autocast context."""
-    memory_format = torch.channels_last if "channels_last" in variant else torch.contiguous_format
-    model.to(memory_format=memory_format)
-    autocast = torch.autocast(images.device.type, dtype=torch.bfloat16) if "bf16" in variant else nullcontext()
-    return images.contiguous(memory_format=memory_format), autocast
+    """Put ``model`` (in place) and ``images`` in ``variant``'s memory format; returns the images and the autocast
+    context, both as the engine makes them (``coursekit.precision``)."""
+    channels_last = "channels_last" in variant
+    model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return amp.images_in(images, channels_last), amp.autocast("bf16" if "bf16" in variant else "32", images.device)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, targets: torch.Tensor,

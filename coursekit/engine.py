@@ -127,8 +127,8 @@ def _resolve(device: torch.device | str | None) -> torch.device:
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, loader, num_classes: int | None = None, loss_fn=None,
-             device: torch.device | str | None = None, ignore_index: int | None = 255, precision: str = "auto",
-             channels_last: bool | None = None) -> dict:
+             device: torch.device | str | None = None, ignore_index: int | None = 255, precision: str = "32",
+             channels_last: bool | None = False) -> dict:
     """Loss, accuracy and IoU of ``model`` over every batch of ``loader``.
 
     The model runs in eval mode under ``torch.inference_mode`` (no dropout,
@@ -144,9 +144,12 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int | None = None, los
             uses cross-entropy that skips ``ignore_index``.
         device: where to compute; ``None`` is ``config.get_device()``.
         ignore_index: target value to skip (VOC void is 255); ``None`` skips nothing.
-        precision: ``'auto'``, ``'32'``, ``'bf16'`` or ``'16-mixed'`` for the forward pass (see
-            ``coursekit.precision``; the loss and the metrics are computed in float32 either way).
-        channels_last: images and weights in channels_last memory; ``None``: the default of ``coursekit.precision``.
+        precision: ``'32'`` (the default: scores as a float32 loop of your own computes them, whatever the
+            training used), ``'bf16'``, ``'16-mixed'`` or ``'auto'`` for the forward pass (see
+            ``coursekit.precision``; the loss and the metrics are computed in float32 either way). ``fit``
+            validates in its own precision.
+        channels_last: images and weights in channels_last memory (default off); ``None``: the default of
+            ``coursekit.precision``.
 
     Returns:
         A dict with ``loss`` (mean over all evaluated samples or valid

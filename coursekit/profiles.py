@@ -46,7 +46,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
         "ci": {"train_images": 10000, "net_batch_size": 32, "net_epochs": 4, "net_lr": 0.01,
                "better_width": 16, "better_batch_size": 64, "better_epochs": 4, "better_lr": 0.1},
         "cpu": {"train_images": 20000, "net_batch_size": 32, "net_epochs": 10, "net_lr": 0.01,
-                "better_width": 32, "better_batch_size": 64, "better_epochs": 12, "better_lr": 0.1},
+                "better_width": 32, "better_batch_size": 64, "better_epochs": 18, "better_lr": 0.1},
         "full": {"train_images": None, "net_batch_size": 32, "net_epochs": 20, "net_lr": 0.01,
                  "better_width": 64, "better_batch_size": 128, "better_epochs": 40, "better_lr": 0.1},
     },
@@ -54,8 +54,9 @@ SETTINGS: dict[str, dict[str, dict]] = {
     # *_images: how many of a split are used (None: all); facade_width: the FCNs' channel multiplier (1: VGG16
     # itself, initialised from ImageNet; below 1: initialised from the kit's CIFAR-10 VGG16 of that width,
     # trained for trunk_epochs on trunk_images CIFAR-10 images, None: all, and cached outside ci).
-    # Part B (VOC, encoder-decoder): voc_crop: training crop side; voc_val_size: side validation images are
-    # padded to (void), so they can be batched; overfit: epochs × steps per epoch on the single sanity image.
+    # Part B (VOC, encoder-decoder): voc_crop: training crop side; voc_val_size: the most validation images are
+    # padded to (void) so they can be batched (VOCSegmentation.padded_side: the longest used image's side, rounded up
+    # to 32); overfit: epochs × steps per epoch on the single sanity image.
     "04_fcn": {
         "ci": {"facade_size": (128, 96), "facade_train_images": 32, "facade_test_images": 16,
                "facade_batch_size": 4, "facade_epochs": 15, "facade_lr": 2e-3, "facade_shown": 1,
@@ -67,7 +68,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
                 "facade_batch_size": 4, "facade_epochs": 15, "facade_lr": 2e-3, "facade_shown": 2,
                 "facade_width": 0.125, "trunk_epochs": 10, "trunk_images": None,
                 "voc_backbone": "resnet18", "voc_crop": 128, "voc_val_size": 512, "voc_train_images": 200,
-                "voc_val_images": 50, "voc_batch_size": 8, "voc_epochs": 8, "voc_lr": 1e-3,
+                "voc_val_images": 50, "voc_batch_size": 8, "voc_epochs": 12, "voc_lr": 1e-3,
                 "overfit_epochs": 10, "overfit_steps": 5, "overfit_lr": 1e-3, "num_workers": 2},
         "full": {"facade_size": (512, 384), "facade_train_images": None, "facade_test_images": None,
                  "facade_batch_size": 4, "facade_epochs": 60, "facade_lr": 1e-4, "facade_shown": 3,
@@ -83,8 +84,8 @@ SETTINGS: dict[str, dict[str, dict]] = {
     "05_colorization": {
         "ci": {"train_images": 300, "num_filters": 16, "kernel": 3, "batch_size": 20, "epochs": 3, "lr": 3e-3,
                "study_batch_sizes": (20, 60, 150), "study_epochs": 2, "shown": 6},
-        "cpu": {"train_images": None, "num_filters": 32, "kernel": 3, "batch_size": 20, "epochs": 5, "lr": 2e-3,
-                "study_batch_sizes": (16, 32, 64, 128, 256), "study_epochs": 3, "shown": 8},
+        "cpu": {"train_images": None, "num_filters": 32, "kernel": 3, "batch_size": 20, "epochs": 25, "lr": 2e-3,
+                "study_batch_sizes": (16, 32, 64, 128, 256), "study_epochs": 10, "shown": 8},
         "full": {"train_images": None, "num_filters": 32, "kernel": 3, "batch_size": 100, "epochs": 25, "lr": 1e-3,
                  "study_batch_sizes": (32, 64, 128, 256, 512), "study_epochs": 25, "shown": 8},
     },

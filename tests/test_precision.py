@@ -238,3 +238,12 @@ def test_train_step_scales_the_loss_through_a_grad_scaler():
     assert scaler.calls == ["scale", "step", "update"]
     for a, b in zip(scaled.parameters(), plain.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_alone_computes_in_float32_whatever_the_defaults(defaults):
+    defaults.setattr(amp, "native_bf16", lambda device: True)
+    model, history = _trained(epochs=1)
+    assert history.precision == "bf16" and history.channels_last  # fit follows the cpu profile's defaults
+    plain = engine.evaluate(model, _loader(seed=1), 3, device="cpu")
+    exact = engine.evaluate(model, _loader(seed=1), 3, device="cpu", precision="32", channels_last=False)
+    assert plain["loss"] == exact["loss"] and (plain["confusion"] == exact["confusion"]).all()

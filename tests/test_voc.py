@@ -187,3 +187,15 @@ def test_void_and_all_class_indices_are_accepted(small_voc):
     _relabel(folder / "SegmentationClass" / f"{name}.png", 20)
     dataset = voc.VOCSegmentation(folder.parents[2])
     assert 20 in np.asarray(dataset[dataset.ids.index(name)][1])
+
+
+def test_padded_side_fits_the_longest_photo_rounded_to_the_stride(tmp_path):
+    synthetic.write_voc(tmp_path, n_train=1, n_val=3, size=48, seed=0)
+    val = voc.VOCSegmentation(tmp_path, image_set="val")
+    assert val.padded_side() == 64  # 48-pixel photos, rounded up to a multiple of 32
+    assert val.padded_side(multiple=1) == 48 and val.padded_side(count=1, cap=40) == 40
+    photo = tmp_path / "voc" / "VOCdevkit" / "VOC2012" / "JPEGImages" / f"{val.ids[0]}.jpg"
+    Image.new("RGB", (500, 375)).save(photo)  # a real VOC photo's size
+    assert val.padded_side() == 512 and val.padded_side(cap=256) == 256
+    with pytest.raises(ValueError, match="at least one image"):
+        val.padded_side(count=0)

@@ -187,6 +187,21 @@ class VOCSegmentation(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def padded_side(self, count: int | None = None, cap: int | None = None, multiple: int = 32) -> int:
+        """The side a batch of this split's first ``count`` images (``None``: all) must be padded to so that every
+        one fits whole: the longest side among them rounded up to ``multiple`` (the network's stride), at most
+        ``cap``. Real VOC photos are at most 500 pixels (so 512); the synthetic stand-in's are 128.
+
+        Raises:
+            DatasetFileError: a photo is missing or unreadable.
+        """
+        names = self.ids if count is None else self.ids[:count]
+        if not names:
+            raise ValueError(f"padded_side needs at least one image; count={count}.")
+        longest = max(max(open_image(self.folder / "JPEGImages" / f"{name}.jpg", "JPEG", _FIX).size) for name in names)
+        side = -(-longest // multiple) * multiple
+        return side if cap is None else min(side, cap)
+
     def __getitem__(self, index: int):
         image, target = read_pair(self.folder, self.ids[index])
         if self.transforms is not None:
