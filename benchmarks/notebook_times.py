@@ -5,6 +5,8 @@ as ``coursekit execute`` runs it (``coursekit.notebooks.run``; the files are not
 changed), once per requested profile, one after the other, on this machine as
 it is (``COURSEKIT_DATA``, thread count and device as set). A notebook that
 fails gets its reason in the table instead of a time, and the others still run.
+After each run the notebook's ``result:`` lines (``coursekit.results``) are
+printed, so a table of times always comes with what those runs showed.
 
 The last line is the slowest notebook's time over the goal: 5 minutes per
 notebook in the ``cpu`` profile on 2 cores (issue 11). Run with ``--profiles ci``
@@ -20,7 +22,8 @@ from __future__ import annotations
 
 import argparse
 
-from coursekit import config, notebooks
+from coursekit import config, notebooks, results
+from coursekit.build import printed_text
 from coursekit.tables import format_table
 
 NOTEBOOK_DIR = config.REPO_ROOT / "notebooks"
@@ -51,13 +54,15 @@ def main() -> None:
     for path in paths:
         for profile in profiles:
             try:
-                _, seconds = notebooks.run(path, profile, timeout=args.timeout)
+                executed, seconds = notebooks.run(path, profile, timeout=args.timeout)
             except notebooks.NotebookError as exc:
                 failures[path.stem, profile] = str(exc).removeprefix(f"{path}: ")[:80]
                 print(f"{path.stem} ({profile}): failed: {exc}", flush=True)
             else:
                 times[path.stem, profile] = seconds
                 print(f"{path.stem} ({profile}): {seconds:.1f} s", flush=True)
+                for name, value in results.parse(printed_text(executed)).items():
+                    print(f"  result: {name} = {value}", flush=True)
 
     rows = [[path.stem] + [_minutes(times[path.stem, p]) if (path.stem, p) in times
                            else f"failed: {failures[path.stem, p]}" for p in profiles] for path in paths]

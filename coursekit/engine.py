@@ -460,12 +460,21 @@ def _is_better(score: float, best: float | None, monitor: str) -> bool:
     return score < best if monitor == "loss" else score > best
 
 
+def _epoch_scalars(history: History) -> dict[str, float | None]:
+    """The last epoch of ``history`` as a logger's tags -> values (``None``: not measured in this run)."""
+    def last(values: list[float]) -> float | None:
+        return values[-1] if values else None
+    return {"loss/train": last(history.train_loss), "accuracy/train": last(history.train_accuracy),
+            "loss/val": last(history.val_loss), "accuracy/val": last(history.val_accuracy),
+            "miou/val": last(history.val_miou), "lr": last(history.lr)}
+
+
 def fit(model: torch.nn.Module, train_loader, optimizer: torch.optim.Optimizer, loss_fn=None, epochs: int = 1,
         val_loader=None, num_classes: int | None = None, scheduler=None, scheduler_interval: str = "epoch",
         checkpoint_path: str | os.PathLike | None = None, monitor: str = "accuracy", restore_best: bool = False,
         device: torch.device | str | None = None, ignore_index: int | None = 255, desc: str | None = None,
         verbose: bool = True, distributed: str | None = "auto", precision: str = "auto",
-        channels_last: bool | None = None) -> History:
+        channels_last: bool | None = None, logger=None) -> History:
     """Train ``model`` for ``epochs`` epochs, evaluating after each one.
 
     Started by ``torchrun`` as one of several processes, ``fit`` trains one model on all of them with
@@ -513,6 +522,10 @@ def fit(model: torch.nn.Module, train_loader, optimizer: torch.optim.Optimizer, 
         channels_last: keep the images and the model's 4-D weights in channels_last memory while training
             (the weights are contiguous again afterwards); ``None``: off in ``ci``, on for convolutional
             networks on CPU and CUDA otherwise (``coursekit.precision.resolve_channels_last``).
+        logger: optional; after every epoch ``logger.log_epoch(epoch, scalars, model)`` gets the epoch's
+            ``loss/train``, ``accuracy/train``, ``loss/val``, ``accuracy/val``, ``miou/val`` and ``lr`` (``None``
+            where not measured) and the model in its training memory format (see
+            ``coursekit.tensorboard.TensorBoardLogger``). Only the process that prints calls it.
 
     Returns:
         The ``History`` of per-epoch losses, accuracies and learning rates.
@@ -538,12 +551,12 @@ def fit(model: torch.nn.Module, train_loader, optimizer: torch.optim.Optimizer, 
     with amp.memory_format(model, compute[1]):
         return _fit(model, train_loader, optimizer, loss_fn, epochs, val_loader, num_classes, scheduler,
                     scheduler_interval, checkpoint_path, monitor, restore_best, device, ignore_index, desc, verbose,
-                    parallel, compute)
+                    parallel, compute, logger)
 
 
 def _fit(model, train_loader, optimizer, loss_fn, epochs, val_loader, num_classes, scheduler, scheduler_interval,
          checkpoint_path, monitor, restore_best, device, ignore_index, desc, verbose, parallel: bool,
-         compute: tuple[str, bool]) -> History:
+         compute: tuple[str, bool], logger) -> History:
     """``fit``'s epoch loop, its arguments checked and resolved: ``model`` on ``device`` in ``compute``'s
     memory format, ``parallel`` whether DDP trains it, ``compute`` = (precision, channels_last)."""
     plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
@@ -590,6 +603,8 @@ def _fit(model, train_loader, optimizer, loss_fn, epochs, val_loader, num_classe
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if checkpoint_path is not None and main:
                 save_checkpoint(checkpoint_path, model, optimizer, epoch=epoch, history=history.to_dict())
+        if logger is not None and main:
+            logger.log_epoch(epoch, _epoch_scalars(history), model)
         bar.set_postfix({k: f"{v:.3f}" for k, v in line.items()})
         if verbose and main:
             tqdm.write(f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.3f}" for k, v in line.items()))
